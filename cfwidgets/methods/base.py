@@ -1,0 +1,516 @@
+"""The base class every counterfactual method derives from.
+
+It owns what all methods share and no paper's algorithm: input checking with errors that
+say what to do, eval-mode and gradient hygiene around the user's models (restored
+afterwards), seeds, devices, timing, and packing a :class:`CounterfactualResult`.
+A method implements ``_explain`` (the paper's loop) and usually ``from_zoo``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .._utils import make_generator, module_device, resolve_device, sync
+from ..config import merge, to_dict
+from ..protocols import StepCallback, StepState
+from ..result import CounterfactualResult
+
+__all__ = ["CounterfactualMethod", "RunOutput", "Recorder", "check_images", "prepared"]
+
+
+@dataclass
+class RunOutput:
+    """What ``_explain`` hands back to the base class (tensors may be on the device)."""
+
+    x_cf: Any
+    probs_cf: Tensor
+    trajectory: list = field(default_factory=list)  # list of (B, ...) snapshots
+    trajectory_steps: list[int] = field(default_factory=list)
+    losses: dict[str, list] = field(default_factory=dict)  # name -> list of 0-d tensors
+    steps: Tensor | None = None
+    stopped: bool = False
+    meta: dict = field(default_factory=dict)
+
+
+class CounterfactualMethod(ABC):
+    """Base class: models go in the constructor, knobs go in :meth:`explain`.
+
+    Subclasses set ``name``, ``Config`` (a frozen dataclass of :func:`~cfwidgets.config.knob`
+    fields), ``paper`` and implement ``_explain``.
+    """
+
+    name: ClassVar[str] = "base"
+    title: ClassVar[str] = ""  # human-readable name for widgets and reports
+    paper: ClassVar[str] = ""  # citation (title, venue, arXiv id)
+    Config: ClassVar[type]
+    modality: ClassVar[str] = "image"
+    #: whether asking for the class the model already predicts is allowed
+    allow_same_class: ClassVar[bool] = False
+
+    def __init__(self, classifier: nn.Module, /, *, device=None, **components: Any) -> None:
+        if not callable(classifier):
+            raise TypeError(
+                f"classifier must be a callable nn.Module returning logits, got "
+                f"{type(classifier).__name__}."
+            )
+        self.classifier = classifier
+        self.components: dict[str, Any] = dict(components)
+        self.class_names: list[str] | None = getattr(classifier, "class_names", None)
+        if device is not None:
+            self.to(device)
+        self._check_devices()
+
+    # ------------------------------------------------------------------ devices
+    def modules(self) -> dict[str, nn.Module]:
+        """The torch modules this method uses (classifier first)."""
+        out = {}
+        if isinstance(self.classifier, nn.Module):
+            out["classifier"] = self.classifier
+        for k, v in self.components.items():
+            if isinstance(v, nn.Module):
+                out[k] = v
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        for m in self.modules().values():
+            return module_device(m)
+        return torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> CounterfactualMethod:
+        """Move every model of this method to ``device`` (``"auto"`` picks CUDA if present)."""
+        dev = resolve_device(device)
+        for m in self.modules().values():
+            m.to(dev)
+        return self
+
+    def _check_devices(self) -> None:
+        devs = {name: module_device(m) for name, m in self.modules().items()}
+        if len(set(devs.values())) > 1:
+            listing = ", ".join(f"{k} on {v}" for k, v in devs.items())
+            raise ValueError(
+                f"the models of {type(self).__name__} are on different devices ({listing}); "
+                f"move them together, e.g. {type(self).__name__}(..., device='cpu') or "
+                f"method.to('cuda')."
+            )
+
+    # ------------------------------------------------------------- construction
+    @classmethod
+    def from_zoo(cls, dataset: str = "mnist", *, device="auto", **kwargs) -> CounterfactualMethod:
+        """Build the method with the project's default zoo models for ``dataset``."""
+        raise NotImplementedError(f"{cls.__name__} has no default zoo models")
+
+    # ------------------------------------------------------------------ explain
+    def explain(
+        self,
+        x: Tensor,
+        target: int | Sequence[int] | Tensor | str,
+        config: Any = None,
+        *,
+        callback: StepCallback | None = None,
+        generator: torch.Generator | int | None = None,
+        **overrides: Any,
+    ) -> CounterfactualResult:
+        """Counterfactuals of ``x`` for class ``target``.
+
+        Args:
+            x: a batch of queries, ``(B, C, H, W)`` floats in [0, 1].
+            target: one class for the whole batch, or ``(B,)`` classes (ints or names).
+            config: a ``self.Config`` (or dict); keyword ``overrides`` replace its fields.
+            callback: ``callback(step, StepState) -> bool``; ``True`` stops the run (the
+                partial result is returned with ``stopped=True``).
+            generator: a CPU ``torch.Generator`` or an int seed (default 0): same seed,
+                same result.
+
+        Returns:
+            a :class:`~cfwidgets.result.CounterfactualResult` on the CPU.
+        """
+        cfg = merge(self.Config, config, overrides)
+        self._check_devices()
+        dev = self.device
+        x = self.check_inputs(x).to(dev)
+        gen, seed = make_generator(generator)
+        with prepared(self.modules().values()) as switched:
+            with torch.no_grad():
+                logits = self.classifier(x)
+            self._check_logits(logits, x.shape[0])
+            probs = logits.float().softmax(-1)
+            target_t = self.check_target(target, x.shape[0], probs.shape[1]).to(dev)
+            if not self.allow_same_class:
+                same = target_t == probs.argmax(1)
+                if bool(same.any()):
+                    rows = same.nonzero()[:, 0].tolist()
+                    raise ValueError(
+                        f"target equals the class the model already predicts for row(s) "
+                        f"{rows[:10]}; a counterfactual needs a different class "
+                        f"(e.g. the runner-up: probs.topk(2).indices[:, 1])."
+                    )
+            sync(dev)
+            t0 = time.perf_counter()
+            out = self._explain(x, target_t, cfg, probs=probs, callback=callback, generator=gen)
+            sync(dev)
+            wall = time.perf_counter() - t0
+        return self._pack(x, target_t, probs, out, cfg, seed, wall, switched)
+
+    @abstractmethod
+    def _explain(
+        self,
+        x: Tensor,
+        target: Tensor,
+        cfg: Any,
+        *,
+        probs: Tensor,
+        callback: StepCallback | None,
+        generator: torch.Generator,
+    ) -> RunOutput:
+        """The paper's algorithm on checked inputs (on the method's device)."""
+
+    # ----------------------------------------------------------------- checking
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The ``(C, H, W)`` the models expect, when known."""
+        for m in self.modules().values():
+            shape = getattr(m, "input_shape", None)
+            if shape is not None:
+                return tuple(shape)
+        return None
+
+    def check_inputs(self, x: Any) -> Tensor:
+        """Validate a batch of images; return it as a float tensor."""
+        return check_images(x, self.input_shape)
+
+    def check_target(self, target: Any, batch: int, num_classes: int) -> Tensor:
+        """Validate ``target``: an int/name for all rows or one per row, in ``[0, K)``."""
+        if isinstance(target, str) or (
+            isinstance(target, (list, tuple)) and target and isinstance(target[0], str)
+        ):
+            names = self.class_names
+            if names is None:
+                raise ValueError("target given by name, but the classifier has no class_names; "
+                                 "pass class indices instead.")
+            items = [target] if isinstance(target, str) else list(target)
+            idx = []
+            for t in items:
+                if t not in names:
+                    raise ValueError(f"unknown class name {t!r}; known: {list(names)}.")
+                idx.append(list(names).index(t))
+            target = idx if len(idx) > 1 or not isinstance(target, str) else idx[0]
+        if isinstance(target, Tensor):
+            t = target.detach().cpu()
+        else:
+            try:
+                t = torch.as_tensor(target)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise TypeError(f"target must be an int or a sequence of ints, got {target!r}.") from e
+        if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
+            if t.dtype.is_floating_point and bool((t == t.round()).all()) and bool(t.isfinite().all()):
+                t = t.long()
+            else:
+                raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}.")
+        t = t.long()
+        if t.ndim == 0:
+            t = t.expand(batch).clone()
+        if t.ndim != 1 or t.shape[0] != batch:
+            raise ValueError(
+                f"target must be one class or one per row: expected shape ({batch},), "
+                f"got {tuple(t.shape)}."
+            )
+        bad = (t < 0) | (t >= num_classes)
+        if bool(bad.any()):
+            raise ValueError(
+                f"target {t[bad].tolist()} out of range: the classifier has {num_classes} "
+                f"classes (0..{num_classes - 1})."
+            )
+        return t
+
+    @staticmethod
+    def _check_logits(logits: Any, batch: int) -> None:
+        if not isinstance(logits, Tensor):
+            raise TypeError(
+                f"the classifier returned {type(logits).__name__}; it must return a tensor "
+                f"of logits (B, K). Wrap HF models so that they return `.logits`."
+            )
+        if logits.ndim != 2 or logits.shape[0] != batch:
+            raise ValueError(
+                f"the classifier must return logits of shape (B, K) = ({batch}, K), "
+                f"got {tuple(logits.shape)}."
+            )
+        if not logits.dtype.is_floating_point:
+            raise TypeError(f"the classifier returned dtype {logits.dtype}; logits must be floats.")
+        if not bool(torch.isfinite(logits).all()):
+            raise ValueError("the classifier returned NaN/inf logits for these inputs.")
+        if logits.shape[1] < 2:
+            raise ValueError("the classifier must have at least 2 classes.")
+        looks_like_probs = bool(((logits >= 0) & (logits <= 1)).all()) and bool(
+            torch.allclose(logits.sum(1), torch.ones_like(logits[:, 0]), atol=1e-3)
+        )
+        if looks_like_probs:
+            raise ValueError(
+                "the classifier seems to return probabilities (rows in [0, 1] summing to 1); "
+                "counterfactual losses need logits: remove the final softmax (or wrap it: "
+                "lambda x: model(x).clamp_min(1e-12).log())."
+            )
+
+    # ------------------------------------------------------------------ packing
+    def _pack(self, x, target, probs, out: RunOutput, cfg, seed, wall, switched) -> CounterfactualResult:
+        def cpu(v):
+            return v.detach().cpu() if isinstance(v, Tensor) else v
+
+        traj = None
+        if out.trajectory:
+            if isinstance(out.trajectory[0], Tensor):
+                traj = torch.stack([cpu(t) for t in out.trajectory])
+            else:
+                traj = list(out.trajectory)
+        losses = {
+            k: torch.stack([torch.as_tensor(v).detach().float().cpu() for v in vals]).tolist()
+            if vals and isinstance(vals[0], Tensor) else list(vals)
+            for k, vals in out.losses.items()
+        }
+        from .. import __version__
+
+        meta = {
+            "method": self.name,
+            "title": self.title or self.name,
+            "paper": self.paper,
+            "config": to_dict(cfg),
+            "seed": seed,
+            "device": str(self.device),
+            "wall_time_s": wall,
+            "time_per_cf_s": wall / max(1, len(target)),
+            "version": __version__,
+            "class_names": self.class_names,
+        }
+        if switched:
+            meta["switched_to_eval"] = switched
+        meta.update({k: cpu(v) for k, v in out.meta.items()})
+        return CounterfactualResult(
+            x=cpu(x),
+            x_cf=cpu(out.x_cf),
+            target=cpu(target),
+            probs=cpu(probs),
+            probs_cf=cpu(out.probs_cf),
+            trajectory=traj,
+            trajectory_steps=list(out.trajectory_steps),
+            losses=losses,
+            steps=cpu(out.steps),
+            stopped=out.stopped,
+            meta=meta,
+        )
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{k}={type(v).__name__}" for k, v in self.modules().items())
+        return f"{type(self).__name__}({parts}, device={self.device})"
+
+
+# ---------------------------------------------------------------------- helpers
+def check_images(x: Any, input_shape: tuple[int, ...] | None = None) -> Tensor:
+    """Validate a batch of images ``(B, C, H, W)`` of floats in [0, 1]."""
+    if not isinstance(x, Tensor):
+        try:
+            import numpy as np
+
+            if isinstance(x, np.ndarray):
+                x = torch.from_numpy(x)
+            else:
+                raise TypeError
+        except TypeError:
+            raise TypeError(
+                f"x must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}."
+            ) from None
+    if not x.dtype.is_floating_point:
+        hint = " (for uint8 images use x.float() / 255)" if x.dtype == torch.uint8 else ""
+        raise TypeError(f"x must be a float tensor in [0, 1], got dtype {x.dtype}{hint}.")
+    if x.ndim != 4:
+        hint = ""
+        if input_shape is not None and tuple(x.shape) == tuple(input_shape):
+            hint = " For a single image pass x[None] (or x.unsqueeze(0))."
+        elif x.ndim == 2:
+            hint = " For a single grey image pass x[None, None]."
+        raise ValueError(
+            f"x must have shape (B, C, H, W), got {tuple(x.shape)}.{hint}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError("x is an empty batch (B = 0).")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        raise ValueError(
+            f"x has images of shape {tuple(x.shape[1:])} but the models expect "
+            f"{tuple(input_shape)} (C, H, W)."
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or inf values.")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1e-4 or hi > 1 + 1e-4:
+        raise ValueError(
+            f"x must be scaled to [0, 1] (got values in [{lo:.3g}, {hi:.3g}]); "
+            f"cfwidgets models normalise internally."
+        )
+    return x.float()
+
+
+@contextlib.contextmanager
+def prepared(modules) -> Iterator[list[str]]:
+    """Eval mode and frozen parameters for the duration; restores both afterwards.
+
+    A model in train mode would make explanations random (dropout) and would update
+    BatchNorm running statistics in place (corrupting a cached model); it is switched to
+    eval with a warning and switched back on exit. Parameters get ``requires_grad=False``
+    so no gradient ever accumulates in the user's model.
+    """
+    modules = list(modules)
+    modes = []
+    grads = []
+    switched = []
+    for m in modules:
+        if m.training:
+            switched.append(type(m).__name__)
+        modes.append([(sub, sub.training) for sub in m.modules()])
+        grads.append([(p, p.requires_grad) for p in m.parameters()])
+    if switched:
+        warnings.warn(
+            f"{', '.join(switched)} was in train mode; cfwidgets switched it to eval() for "
+            f"this explanation and restored it afterwards. Call model.eval() yourself to "
+            f"silence this.",
+            UserWarning,
+            stacklevel=4,
+        )
+    try:
+        for m in modules:
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+        yield switched
+    finally:
+        for mode_list in modes:
+            for sub, mode in mode_list:
+                sub.train(mode)
+        for grad_list in grads:
+            for p, rg in grad_list:
+                p.requires_grad_(rg)
+
+
+class Recorder:
+    """Bookkeeping of the shared loop: per-row "done" masks, freezing each row's
+    counterfactual at the step it first reached ``confidence``, trajectory snapshots,
+    loss curves, callback and Stop.
+
+    It never forces a device sync except to test "all rows done" (every ``sync_every``
+    steps) and when the callback itself asks for numbers.
+
+    Usage in a method's loop::
+
+        rec = Recorder(target, steps, confidence, record_every, callback)
+        for step in range(steps):
+            x_cf = render(state); logits = f(x_cf); ...
+            if rec.observe(step, x_cf, logits.softmax(-1), {"loss": loss_rows}):
+                break
+            loss.backward(); opt.step()
+        rec.finish(final_x_cf, final_probs)
+    """
+
+    def __init__(
+        self,
+        target: Tensor,
+        steps: int,
+        confidence: float,
+        record_every: int | None = None,
+        callback: StepCallback | None = None,
+        *,
+        sync_every: int | None = None,
+        extra_frames: dict | None = None,
+    ) -> None:
+        self.target = target
+        self.total = steps
+        self.confidence = confidence
+        self.record_every = record_every or max(1, steps // 25)
+        self.callback = callback
+        dev = target.device
+        self.sync_every = sync_every or (1 if dev.type == "cpu" else 8)
+        self.done = torch.zeros_like(target, dtype=torch.bool)
+        self.steps_used = torch.full_like(target, steps)
+        self.x_final: Tensor | None = None
+        self.probs_final: Tensor | None = None
+        self.trajectory: list = []
+        self.trajectory_steps: list[int] = []
+        self.losses: dict[str, list[Tensor]] = {}
+        self.stopped = False
+        self.ended_at: int | None = None
+
+    def _freeze(self, x: Tensor, probs: Tensor, step: int) -> Tensor:
+        """Update done masks; return x with finished rows frozen."""
+        p_t = probs.gather(1, self.target[:, None])[:, 0]
+        now = p_t >= self.confidence
+        newly = now & ~self.done
+        if self.x_final is None:
+            self.x_final = x.detach().clone()
+            self.probs_final = probs.detach().clone()
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        self.x_final = torch.where(newly.view(shape), x.detach(), self.x_final)
+        self.probs_final = torch.where(newly[:, None], probs.detach(), self.probs_final)
+        self.steps_used = torch.where(newly, torch.full_like(self.steps_used, step), self.steps_used)
+        self.done = self.done | now
+        return torch.where(self.done.view(shape), self.x_final, x.detach())
+
+    def observe(self, step: int, x: Tensor, probs: Tensor, losses: dict[str, Tensor],
+                extra: dict | None = None) -> bool:
+        """Record the iterate after ``step`` updates; return True to end the loop."""
+        view = self._freeze(x, probs, step)
+        for k, v in losses.items():
+            v = v.detach()
+            self.losses.setdefault(k, []).append(v.mean() if v.ndim else v)
+        if step % self.record_every == 0:
+            self.trajectory.append(view.clone())
+            self.trajectory_steps.append(step)
+        if self.callback is not None:
+            state = StepState(
+                step=step, total=self.total, x_cf=view, probs=probs.detach(),
+                target=self.target, done=self.done, losses={k: v.detach() for k, v in losses.items()},
+                extra=extra or {},
+            )
+            if self.callback(step, state):
+                self.stopped = True
+                self.ended_at = step
+                return True
+        if (step + 1) % self.sync_every == 0 and bool(self.done.all()):
+            self.ended_at = step
+            return True
+        return False
+
+    def finish(self, x: Tensor, probs: Tensor) -> tuple[Tensor, Tensor]:
+        """Close the loop with the final iterate (the state after the last update, which
+        equals the last observed one when the loop ended early); return
+        ``(x_cf, probs_cf)``: each row frozen where it first reached ``confidence``,
+        else this final iterate."""
+        step = self.total if self.ended_at is None else self.ended_at
+        self._freeze(x, probs, step)
+        assert self.x_final is not None and self.probs_final is not None
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        x_cf = torch.where(self.done.view(shape), self.x_final, x.detach())
+        p_cf = torch.where(self.done[:, None], self.probs_final, probs.detach())
+        if not self.trajectory_steps or self.trajectory_steps[-1] != step:
+            self.trajectory.append(x_cf.clone())
+            self.trajectory_steps.append(step)
+        # rows that never reached confidence used every update that was applied
+        self.steps_used = torch.where(self.done, self.steps_used, torch.full_like(self.steps_used, step))
+        return x_cf, p_cf
+
+    def output(self, x_cf: Tensor, probs_cf: Tensor, **meta) -> RunOutput:
+        return RunOutput(
+            x_cf=x_cf,
+            probs_cf=probs_cf,
+            trajectory=self.trajectory,
+            trajectory_steps=self.trajectory_steps,
+            losses=self.losses,
+            steps=self.steps_used,
+            stopped=self.stopped,
+            meta=meta,
+        )

@@ -1,0 +1,143 @@
+"""Recipes for the image classifiers and the realism autoencoders.
+
+=====================  =========================================================
+recipe                 model
+=====================  =========================================================
+mnist/cnn              ConvNet (BatchNorm) on MNIST-5k train (4,000 digits)
+mnist/oracle           MLPClassifier, another seed: the independent judge
+mnist/ae               10 class autoencoders + 1 on all digits (IM1 / IM2)
+fashion/cnn            ConvNet on Fashion-MNIST (60,000)
+fashion/oracle         MLPClassifier on Fashion-MNIST
+fashion/ae             class autoencoders on Fashion-MNIST
+shapes/cnn             ConvNet on the synthetic shapes (4 classes)
+shapes/ae              class autoencoders on the shapes
+=====================  =========================================================
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from ...data.images import load_dataset
+from ...models.autoencoder import ClassAutoencoders
+from ...models.classifiers import ConvNet, MLPClassifier
+from ..core import Recipe, register
+from ..training import train_class_autoencoders, train_classifier
+
+# normalisation constants per data set (mean, std of the training pixels)
+NORMALISATION = {"mnist": (0.1307, 0.3081), "fashion": (0.2860, 0.3530), "shapes": (0.0882, 0.2167)}
+
+
+@lru_cache(maxsize=None)
+def _fingerprint(dataset: str) -> str:
+    a, b = load_dataset(dataset, "train"), load_dataset(dataset, "test")
+    return a.fingerprint() + b.fingerprint()
+
+
+def _fp(dataset: str):
+    return lambda: _fingerprint(dataset)
+
+
+def _classes(dataset: str) -> list[str]:
+    return load_dataset(dataset, "test").class_names
+
+
+def _cnn_model(dataset: str):
+    def make(cfg: dict):
+        mean, std = NORMALISATION[dataset]
+        return ConvNet((1, 28, 28), _classes(dataset), channels=tuple(cfg["channels"]),
+                       hidden=cfg["hidden"], mean=mean, std=std)
+    return make
+
+
+def _mlp_model(dataset: str):
+    def make(cfg: dict):
+        mean, std = NORMALISATION[dataset]
+        return MLPClassifier((1, 28, 28), _classes(dataset), hidden=tuple(cfg["hidden"]), mean=mean, std=std)
+    return make
+
+
+def _train_clf(dataset: str):
+    def train(model, cfg, ctx):
+        tr, te = load_dataset(dataset, "train"), load_dataset(dataset, "test")
+        return train_classifier(model, tr.x, tr.y, te.x, te.y, cfg, ctx)
+    return train
+
+
+def _ae_model(dataset: str):
+    def make(cfg: dict):
+        names = _classes(dataset)
+        return ClassAutoencoders(len(names), 1, cfg["width"], cfg["code_channels"], names)
+    return make
+
+
+def _train_ae(dataset: str):
+    def train(model, cfg, ctx):
+        tr, te = load_dataset(dataset, "train"), load_dataset(dataset, "test")
+        n = cfg.get("n_train") or len(tr)
+        return train_class_autoencoders(model, tr.x[:n], tr.y[:n], te.x, te.y, cfg, ctx)
+    return train
+
+
+def _min_acc(threshold: float):
+    def check(metrics: dict) -> str | None:
+        acc = metrics.get("test_accuracy", 0.0)
+        return None if acc >= threshold else f"test accuracy {acc:.3f} < {threshold}"
+    return check
+
+
+def _ae_check(metrics: dict) -> str | None:
+    if metrics["own_class_mse"] >= metrics["other_class_mse"]:
+        return "class autoencoders do not prefer their own class"
+    return None
+
+
+for _ds, _cnn_epochs, _cnn_gate, _n in (("mnist", 6, 0.95, None), ("fashion", 3, 0.88, 20000),
+                                         ("shapes", 4, 0.97, None)):
+    register(Recipe(
+        name=f"{_ds}/cnn",
+        version=1,
+        description=f"ConvNet with BatchNorm (2 stages x 2 conv) on {_ds}",
+        make_model=_cnn_model(_ds),
+        train=_train_clf(_ds),
+        config={"channels": [32, 64], "hidden": 128, "epochs": _cnn_epochs, "lr": 3e-3,
+                "batch_size": 64, "n_train": _n},
+        reduced={"epochs": 1, "n_train": 2000},
+        data_fingerprint=_fp(_ds),
+        check=_min_acc(_cnn_gate),
+        reduced_check=_min_acc(0.6),
+        seed=0,
+        kind="classifier",
+    ))
+    register(Recipe(
+        name=f"{_ds}/ae",
+        version=1,
+        description=f"class-wise + all-data conv autoencoders on {_ds} (realism IM1/IM2)",
+        make_model=_ae_model(_ds),
+        train=_train_ae(_ds),
+        config={"width": 16, "code_channels": 4, "epochs": 12, "lr": 3e-3, "batch_size": 64,
+                "n_train": _n},
+        reduced={"epochs": 2, "n_train": 2000},
+        data_fingerprint=_fp(_ds),
+        check=_ae_check,
+        reduced_check=_ae_check,
+        seed=0,
+        kind="autoencoder",
+    ))
+
+for _ds, _gate, _n in (("mnist", 0.93, None), ("fashion", 0.85, 20000)):
+    register(Recipe(
+        name=f"{_ds}/oracle",
+        version=1,
+        description=f"MLP classifier on {_ds}, another architecture and seed than {_ds}/cnn: "
+                    f"the independent judge of counterfactuals",
+        make_model=_mlp_model(_ds),
+        train=_train_clf(_ds),
+        config={"hidden": [512, 256], "epochs": 10, "lr": 2e-3, "batch_size": 64, "n_train": _n},
+        reduced={"epochs": 2, "n_train": 2000},
+        data_fingerprint=_fp(_ds),
+        check=_min_acc(_gate),
+        reduced_check=_min_acc(0.6),
+        seed=1,
+        kind="classifier",
+    ))

@@ -1,0 +1,131 @@
+"""Plain training loops shared by the image recipes (classifiers, autoencoders)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .core import TrainContext
+
+__all__ = ["augment", "train_classifier", "accuracy", "train_class_autoencoders", "batches"]
+
+
+def augment(x: Tensor, generator: torch.Generator, shift: float = 2.0, degrees: float = 8.0,
+            scale: float = 0.08) -> Tensor:
+    """Random small affine jitter (translation in px, rotation, scale), vectorised."""
+    b, _, h, w = x.shape
+    r = torch.rand(b, 4, generator=generator).to(x.device) * 2 - 1
+    ang = torch.deg2rad(r[:, 0] * degrees)
+    s = 1 + r[:, 1] * scale
+    tx, ty = r[:, 2] * shift * 2 / w, r[:, 3] * shift * 2 / h
+    cos, sin = torch.cos(ang) / s, torch.sin(ang) / s
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True):
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for i in range(0, n, batch_size):
+        yield order[i:i + batch_size]
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500) -> float:
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        logits = model(x[i:i + batch_size].to(dev))
+        correct += int((logits.argmax(1).cpu() == y[i:i + batch_size]).sum())
+    model.train(was)
+    return correct / max(1, len(x))
+
+
+def train_classifier(model: nn.Module, x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor,
+                     cfg: dict, ctx: TrainContext) -> dict:
+    """Adam + cosine schedule + label smoothing + affine jitter; returns metrics."""
+    from tqdm.auto import tqdm
+
+    dev = ctx.device
+    g = torch.Generator().manual_seed(ctx.seed)
+    epochs = int(cfg["epochs"])
+    bs = int(cfg.get("batch_size", 64))
+    n = int(cfg.get("n_train") or len(x))
+    x, y = x[:n], y[:n]
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.get("lr", 2e-3), weight_decay=cfg.get("weight_decay", 1e-4))
+    total = epochs * math.ceil(n / bs)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.get("lr", 2e-3), total_steps=max(1, total))
+    t0 = time.perf_counter()
+    bar = tqdm(total=total, desc=ctx.name, disable=not ctx.progress, leave=False, mininterval=2.0)
+    model.train()
+    for _ in range(epochs):
+        for idx in batches(n, bs, g):
+            xb, yb = x[idx].to(dev), y[idx].to(dev)
+            if cfg.get("augment", True):
+                xb = augment(xb, g).clamp(0, 1)
+            loss = F.cross_entropy(model(xb), yb, label_smoothing=cfg.get("label_smoothing", 0.05))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+    acc = accuracy(model, x_test, y_test)
+    train_acc = accuracy(model, x[:2000], y[:2000])
+    ctx.say(f"test accuracy {acc:.4f} (train {train_acc:.4f}) after {time.perf_counter() - t0:.1f} s")
+    return {"test_accuracy": round(acc, 4), "train_accuracy": round(train_acc, 4),
+            "n_train": n, "n_test": len(x_test)}
+
+
+def train_class_autoencoders(model, x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor,
+                             cfg: dict, ctx: TrainContext) -> dict:
+    """Train each class autoencoder on its class only and ``model.all`` on everything."""
+    from tqdm.auto import tqdm
+
+    dev = ctx.device
+    g = torch.Generator().manual_seed(ctx.seed)
+    epochs = int(cfg["epochs"])
+    bs = int(cfg.get("batch_size", 64))
+    jobs = [(k, ae, x[y == k], x_test[y_test == k]) for k, ae in enumerate(model.per_class)]
+    jobs.append((-1, model.all, x, x_test))
+    metrics = {}
+    bar = tqdm(total=len(jobs), desc=ctx.name, disable=not ctx.progress, leave=False, mininterval=2.0)
+    model.train()
+    for k, ae, xk, xk_test in jobs:
+        # the all-data autoencoder sees every class: give it the same number of updates
+        # per epoch as the data allow, at least as many as one class gets
+        ep = epochs if k >= 0 else max(1, epochs // 3)
+        opt = torch.optim.Adam(ae.parameters(), lr=cfg.get("lr", 3e-3))
+        for _ in range(ep):
+            for idx in batches(len(xk), bs, g):
+                xb = xk[idx].to(dev)
+                loss = F.mse_loss(ae(xb), xb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            ae.eval()
+            mse = F.mse_loss(ae(xk_test.to(dev)), xk_test.to(dev)).item()
+        metrics[f"test_mse_{'all' if k < 0 else k}"] = round(mse, 5)
+        bar.update(1)
+    bar.close()
+    model.eval()
+    # the point of class autoencoders: own class reconstructs better than other classes
+    with torch.no_grad():
+        own, other = [], []
+        for k in range(len(model.per_class)):
+            xs = x_test[y_test == k][:50].to(dev)
+            own.append(F.mse_loss(model.per_class[k](xs), xs).item())
+            other.append(F.mse_loss(model.per_class[(k + 1) % len(model.per_class)](xs), xs).item())
+    metrics["own_class_mse"] = round(sum(own) / len(own), 5)
+    metrics["other_class_mse"] = round(sum(other) / len(other), 5)
+    ctx.say(f"class AE mse own {metrics['own_class_mse']:.4f} vs other {metrics['other_class_mse']:.4f}")
+    return metrics
