@@ -54,8 +54,8 @@ class Wachter(CounterfactualMethod):
 
     @dataclass(frozen=True)
     class Config:
-        steps: int = knob(500, 1, 5000, "Step budget: the most Adam updates per query.")
-        lr: float = knob(0.02, 1e-4, 0.5, "Adam learning rate on the pixels.", log=True)
+        steps: int = knob(500, 1, 5000, "Step budget: the most updates per query.")
+        lr: float = knob(0.01, 1e-4, 0.5, "Learning rate on the pixels.", log=True)
         proximity_weight: float = knob(
             1.0, 0.0, 10.0,
             "Weight of the L1 distance to the query (per-pixel mean). 0 = plain adversarial "

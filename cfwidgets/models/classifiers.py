@@ -32,7 +32,8 @@ class _ImageClassifier(nn.Module):
 
 
 class ConvNet(_ImageClassifier):
-    """A small CNN with BatchNorm: [conv3x3-BN-ReLU]x2-maxpool per stage, then an MLP head.
+    """A small CNN with BatchNorm: [conv3x3-BN-ReLU] x ``convs_per_stage``, maxpool, per
+    stage; then a BN-MLP head.
 
     BatchNorm is deliberate: DISC (deep model inversion) matches the statistics stored in
     its running averages. ``features(x)`` exposes the penultimate representation (for DUQ
@@ -48,17 +49,18 @@ class ConvNet(_ImageClassifier):
         dropout: float = 0.2,
         mean: float = 0.1307,
         std: float = 0.3081,
+        convs_per_stage: int = 1,
     ) -> None:
         super().__init__(input_shape, class_names, mean, std)
         c_in, h, w = self.input_shape
         layers: list[nn.Module] = []
         for c in channels:
-            layers += [
-                nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            c_in, h, w = c, h // 2, w // 2
+            for _ in range(convs_per_stage):
+                layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+                           nn.ReLU(inplace=True)]
+                c_in = c
+            layers.append(nn.MaxPool2d(2))
+            h, w = h // 2, w // 2
         self.trunk = nn.Sequential(*layers)
         self.head = nn.Sequential(
             nn.Flatten(), nn.Linear(c_in * h * w, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),

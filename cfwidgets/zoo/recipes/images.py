@@ -46,7 +46,8 @@ def _cnn_model(dataset: str):
     def make(cfg: dict):
         mean, std = NORMALISATION[dataset]
         return ConvNet((1, 28, 28), _classes(dataset), channels=tuple(cfg["channels"]),
-                       hidden=cfg["hidden"], mean=mean, std=std)
+                       hidden=cfg["hidden"], mean=mean, std=std,
+                       convs_per_stage=cfg.get("convs_per_stage", 1))
     return make
 
 
@@ -97,10 +98,10 @@ for _ds, _cnn_epochs, _cnn_gate, _n in (("mnist", 6, 0.95, None), ("fashion", 3,
     register(Recipe(
         name=f"{_ds}/cnn",
         version=1,
-        description=f"ConvNet with BatchNorm (2 stages x 2 conv) on {_ds}",
+        description=f"ConvNet with BatchNorm (2 conv stages + BN-MLP head) on {_ds}",
         make_model=_cnn_model(_ds),
         train=_train_clf(_ds),
-        config={"channels": [32, 64], "hidden": 128, "epochs": _cnn_epochs, "lr": 3e-3,
+        config={"channels": [32, 64], "convs_per_stage": 1, "hidden": 128, "epochs": _cnn_epochs, "lr": 3e-3,
                 "batch_size": 64, "n_train": _n},
         reduced={"epochs": 1, "n_train": 2000},
         data_fingerprint=_fp(_ds),
