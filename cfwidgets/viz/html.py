@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["png_bytes", "img_tag", "diff_rgb", "result_html", "report_html", "DIFF_CMAP", "CSS"]
+__all__ = ["png_bytes", "img_tag", "diff_rgb", "result_html", "report_html", "grid_png",
+           "colorbar_png", "prob_bars_html", "loss_svg", "metrics_html", "DIFF_CMAP", "CSS",
+           "CLASS_COLORS"]
 
 DIFF_CMAP = "RdBu_r"
 
@@ -31,6 +33,9 @@ CSS = """
 .cfw-table td,.cfw-table th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
 .cfw-table th{background:#f6f8fa}
 .cfw-legend{font-size:12px;color:#555}
+.cfw-stopped{color:#7d4e00;background:#fff8c5;border:1px solid #d4a72c;padding:0 6px;border-radius:3px;font-weight:600}
+.cfw-metrics{font-size:12px;color:#24292f}
+.cfw-swatch{display:inline-block;width:60px;height:9px;vertical-align:middle;background:linear-gradient(to right,#053061,#f7f7f7,#67001f)}
 </style>
 """
 
@@ -127,13 +132,15 @@ def result_html(result, max_rows: int = 8, scale: int = 4) -> str:
             f"<td>{steps}</td></tr>"
         )
     more = f"<p class='cfw-legend'>showing {n} of {len(result)} rows</p>" if len(result) > n else ""
-    status = " (stopped early)" if result.stopped else ""
+    status = (" <span class='cfw-stopped'>stopped early: partial result</span>"
+              if result.stopped else "")
     title = html.escape(str(result.meta.get("title", result.method)))
     summary = (
         f"<p><b>{title}</b>{status}: {int(result.success.sum())}/{len(result)} reached the target; "
         f"{result.meta.get('wall_time_s', float('nan')):.2f} s on {html.escape(str(result.meta.get('device', '?')))}</p>"
     )
-    legend = "<p class='cfw-legend'>difference: red = ink added, blue = ink removed</p>"
+    legend = ("<p class='cfw-legend'>difference x&prime; &minus; x: blue = ink removed "
+              "<span class='cfw-swatch'></span> red = ink added (&minus;1 &hellip; +1)</p>")
     return f"{CSS}<div>{summary}<table class='cfw-result'>{head}{''.join(rows)}</table>{legend}{more}</div>"
 
 
@@ -174,3 +181,141 @@ def grid_png(images: Tensor, nrow: int = 8, scale: int = 2, pad: int = 1) -> byt
         r, k = divmod(i, ncol)
         canvas[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = imgs[i]
     return png_bytes(canvas, scale)
+
+
+# ----------------------------------------------------------------- widget parts
+#: colours shared by the widgets and the static views
+CLASS_COLORS = {"before": "#8c959f", "after": "#0969da", "target": "#cf222e"}
+
+
+def colorbar_png(height: int = 112, width: int = 12) -> bytes:
+    """The difference map's colour bar (top = +1 ink added, red; bottom = -1 removed,
+    blue) as PNG bytes, on the same map and range as :func:`diff_rgb`."""
+    from matplotlib import colormaps
+
+    v = np.linspace(1, -1, height)[:, None].repeat(width, 1)
+    rgb = colormaps[DIFF_CMAP]((v + 1) / 2)[..., :3]
+    return png_bytes(rgb.astype(np.float32), scale=1)
+
+
+def prob_bars_html(probs_before: Tensor | None, probs_after: Tensor | None, target: int | None,
+                   names: Sequence[str] | None = None, *, width: int = 150,
+                   top: int | None = None) -> str:
+    """Horizontal class-probability bars, before (grey) and after (blue), one row per class;
+    the target row is highlighted in red. ``top`` keeps only the most likely classes."""
+    ref = probs_after if probs_after is not None else probs_before
+    if ref is None:
+        return "<div class='cfw-probs'></div>"
+    k = int(ref.shape[-1])
+    order = list(range(k))
+    if top is not None and top < k:
+        score = torch.zeros(k)
+        for p in (probs_before, probs_after):
+            if p is not None:
+                score = torch.maximum(score, p.detach().cpu().float())
+        keep = set(score.topk(top).indices.tolist())
+        if target is not None:
+            keep.add(int(target))
+        order = [j for j in order if j in keep]
+
+    def bar(p, j, color):
+        if p is None:
+            return "<td></td>"
+        v = float(p[j])
+        w = max(1, round(v * width))
+        return (f"<td style='text-align:left'><div title='{v:.3f}' style='display:inline-block;"
+                f"width:{w}px;height:9px;background:{color};vertical-align:middle'></div>"
+                f"<span style='font-size:11px;color:#57606a;margin-left:4px'>{v:.2f}</span></td>")
+
+    rows = []
+    for j in order:
+        is_t = target is not None and j == int(target)
+        label = _class_label(names, j)
+        style = f"color:{CLASS_COLORS['target']};font-weight:600" if is_t else ""
+        mark = " &#9664;" if is_t else ""
+        rows.append(
+            f"<tr><td style='text-align:right;{style}'>{label}{mark}</td>"
+            f"{bar(probs_before, j, CLASS_COLORS['before'])}"
+            f"{bar(probs_after, j, CLASS_COLORS['target'] if is_t else CLASS_COLORS['after'])}</tr>")
+    head = (f"<tr><th></th><th style='text-align:left'>before</th>"
+            f"<th style='text-align:left'>after</th></tr>")
+    return (f"<table class='cfw-probs' style='border-collapse:collapse;font-size:12px;"
+            f"line-height:1.1'>{head}{''.join(rows)}</table>")
+
+
+_LOSS_COLORS = ["#24292f", "#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700"]
+
+
+def loss_svg(losses: Mapping[str, Sequence[float]], width: int = 260, height: int = 110,
+             title: str = "loss") -> str:
+    """A small SVG line chart of loss curves (each term min-max scaled in its own range,
+    the total drawn darkest), with the last value of each term in the legend."""
+    series = [(k, [float(v) for v in vals]) for k, vals in losses.items() if len(vals) > 0]
+    if not series:
+        return (f"<svg width='{width}' height='{height}' class='cfw-loss'>"
+                f"<text x='8' y='18' font-size='11' fill='#57606a'>{html.escape(title)}: no run yet"
+                f"</text></svg>")
+    pad_l, pad_r, pad_t, pad_b = 6, 6, 18, 14
+    pw, ph = width - pad_l - pad_r, height - pad_t - pad_b
+    n = max(len(v) for _, v in series)
+    lines, legend = [], []
+    for i, (name, vals) in enumerate(series):
+        finite = [v for v in vals if v == v and abs(v) != float("inf")]
+        if not finite:
+            continue
+        lo, hi = min(finite), max(finite)
+        span = hi - lo or 1.0
+        pts = []
+        for j, v in enumerate(vals):
+            if v != v or abs(v) == float("inf"):
+                continue
+            x = pad_l + (pw * j / max(1, n - 1))
+            y = pad_t + ph * (1 - (v - lo) / span)
+            pts.append(f"{x:.1f},{y:.1f}")
+        color = _LOSS_COLORS[i % len(_LOSS_COLORS)]
+        sw = 2 if i == 0 else 1.2
+        lines.append(f"<polyline fill='none' stroke='{color}' stroke-width='{sw}' "
+                     f"points='{' '.join(pts)}'/>")
+        legend.append(f"<tspan fill='{color}'>{html.escape(name)} {finite[-1]:.3g}</tspan>")
+    axis = (f"<line x1='{pad_l}' y1='{pad_t + ph}' x2='{pad_l + pw}' y2='{pad_t + ph}' "
+            f"stroke='#d0d7de'/>")
+    steps = (f"<text x='{pad_l + pw}' y='{height - 2}' font-size='10' text-anchor='end' "
+             f"fill='#57606a'>{n} steps</text>")
+    leg = f"<text x='{pad_l}' y='12' font-size='11'>{'  '.join(legend)}</text>"
+    return (f"<svg class='cfw-loss' width='{width}' height='{height}' "
+            f"xmlns='http://www.w3.org/2000/svg'>{axis}{''.join(lines)}{leg}{steps}</svg>")
+
+
+def metrics_html(row: Mapping[str, object], *, stopped: bool = False) -> str:
+    """One line of metrics (validity, target probability, proximity, sparsity, realism,
+    steps, time) from a :func:`cfwidgets.metrics.evaluate` row."""
+    def f(key, label, fmt):
+        v = row.get(key)
+        if v is None:
+            return None
+        try:
+            return f"{label} <b>{fmt.format(v)}</b>"
+        except (ValueError, TypeError):
+            return f"{label} <b>{html.escape(str(v))}</b>"
+
+    ok = row.get("validity")
+    badge = ""
+    if ok is not None:
+        good = float(ok) >= 1.0
+        badge = (f"<span class='{'cfw-ok' if good else 'cfw-bad'}'>"
+                 f"{'&#10003; valid' if good else '&#10007; not valid'}</span>")
+    parts = [badge] if badge else []
+    parts += [p for p in (
+        f("target_prob", "p(target)", "{:.3f}"),
+        f("l1", "L1", "{:.4f}"),
+        f("l2", "L2", "{:.2f}"),
+        f("sparsity", "changed px", "{:.1%}"),
+        f("im1", "IM1", "{:.3f}"),
+        f("im2", "IM2", "{:.4f}"),
+        f("oracle", "oracle", "{:.0%}"),
+        f("steps", "steps", "{:.0f}"),
+        f("time_s", "time", "{:.2f} s"),
+    ) if p]
+    if stopped:
+        parts.append("<span class='cfw-stopped'>stopped early (partial result)</span>")
+    return f"<div class='cfw-metrics'>{' &middot; '.join(parts)}</div>"
