@@ -272,9 +272,10 @@ def text_attributes(texts: Sequence[str], sentiment: Sequence[float] | np.ndarra
     out = np.zeros((len(texts), len(ATTRIBUTE_NAMES)), dtype=np.float32)
     for i, t in enumerate(texts):
         words = t.split()
+        ws = set(words)
         out[i, 1] = _length_bucket(len(words))
-        out[i, 2] = float(_has_negation(words))
-        out[i, 3] = float(_has_intensifier(words))
+        out[i, 2] = float(not ws.isdisjoint(NEGATION_WORDS) or ("n't" in t and _has_negation(words)))
+        out[i, 3] = float(not ws.isdisjoint(INTENSIFIER_WORDS))
     out[:, 0] = np.asarray(sentiment, dtype=np.float32)
     return out
 
@@ -433,6 +434,15 @@ def sentiment_lexicon(n_per_class: int = 400, min_count: int = 20, prior: float 
     key = ("lexicon", n_per_class, min_count, prior, min_log_odds)
     if key in _MEMO:
         return _MEMO[key]
+    path = _cache_root() / (f"lexicon_v{CORPUS_VERSION}_{n_per_class}_{min_count}_{prior}_"
+                            f"{min_log_odds}.json")
+    if path.exists():
+        try:
+            lex = json.loads(path.read_text())
+            _MEMO[key] = lex
+            return lex
+        except ValueError:
+            pass
     from collections import Counter
 
     counts = [Counter(), Counter()]
@@ -463,6 +473,9 @@ def sentiment_lexicon(n_per_class: int = 400, min_count: int = 20, prior: float 
     pos = ranked[-n_per_class:]
     lex = {w: s for w, s in neg + pos}
     _MEMO[key] = lex
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(lex))
+    os.replace(tmp, path)
     return lex
 
 
