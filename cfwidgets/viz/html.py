@@ -2,8 +2,9 @@
 
 Images are embedded as base64 PNGs, enlarged with nearest-neighbour scaling so pixels stay
 crisp. Difference maps use one diverging colour map symmetric around zero everywhere:
-**red = ink added, blue = ink removed** (``x' - x`` on the ``RdBu_r`` map, range
-``[-1, 1]``).
+**red = ink added, blue = ink removed** (``x' - x`` on the ``RdBu_r`` map, linear on
+``[-vmax, vmax]``; ``vmax`` is 1 by default, and views that show small changes snap it to
+a shared, labelled range from :data:`DIFF_RANGES`, so zero is always white).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["png_bytes", "img_tag", "diff_rgb", "result_html", "report_html", "grid_png",
-           "colorbar_png", "prob_bars_html", "loss_svg", "metrics_html", "DIFF_CMAP", "CSS",
+           "colorbar_png", "diff_range", "DIFF_RANGES", "prob_bars_html", "loss_svg", "metrics_html", "DIFF_CMAP", "CSS",
            "CLASS_COLORS"]
 
 DIFF_CMAP = "RdBu_r"
@@ -53,15 +54,38 @@ def _to_numpy_img(img: Tensor | np.ndarray) -> np.ndarray:
     return a
 
 
-def diff_rgb(x: Tensor, x_cf: Tensor) -> np.ndarray:
-    """``x' - x`` as an RGB array on the diverging map (red added, blue removed)."""
+def diff_rgb(x: Tensor, x_cf: Tensor, vmax: float = 1.0) -> np.ndarray:
+    """``x' - x`` as an RGB array on the diverging map (red added, blue removed), linear
+    and symmetric around zero on ``[-vmax, vmax]`` (default the full range ``[-1, 1]``;
+    see :func:`diff_range` for a shared, readable range)."""
     from matplotlib import colormaps
 
     d = _to_numpy_img(x_cf) - _to_numpy_img(x)
     if d.ndim == 3:  # colour images: signed mean over channels
         d = d.mean(-1)
-    rgba = colormaps[DIFF_CMAP]((np.clip(d, -1, 1) + 1) / 2)
+    vmax = float(vmax) if vmax and vmax > 0 else 1.0
+    rgba = colormaps[DIFF_CMAP]((np.clip(d / vmax, -1, 1) + 1) / 2)
     return rgba[..., :3].astype(np.float32)
+
+
+#: the symmetric ranges difference maps snap to (so a colour bar reads 0.1, 0.25, ...)
+DIFF_RANGES = (0.05, 0.1, 0.2, 0.25, 0.5, 1.0)
+
+
+def diff_range(*pairs_or_max) -> float:
+    """The smallest of :data:`DIFF_RANGES` that holds ``max |x' - x|``: pass ``(x, x_cf)``
+    pairs of tensors, or plain numbers (maxima)."""
+    m = 0.0
+    for p in pairs_or_max:
+        if isinstance(p, (int, float)):
+            m = max(m, float(p))
+        else:
+            a, b = p
+            m = max(m, float((torch.as_tensor(b).float() - torch.as_tensor(a).float()).abs().max()))
+    for r in DIFF_RANGES:
+        if m <= r + 1e-6:
+            return r
+    return 1.0
 
 
 def png_bytes(img: Tensor | np.ndarray, scale: int = 4) -> bytes:
@@ -116,6 +140,7 @@ def result_html(result, max_rows: int = 8, scale: int = 4) -> str:
     )
     rows = []
     n = min(len(result), max_rows)
+    vmax = diff_range((result.x[:n], result.x_cf[:n]))
     for i in range(n):
         x, xc = result.x[i], result.x_cf[i]
         ok = bool(result.success[i])
@@ -124,7 +149,7 @@ def result_html(result, max_rows: int = 8, scale: int = 4) -> str:
         rows.append(
             f"<tr><td>{i}</td><td>{img_tag(x, scale, alt='query')}</td>"
             f"<td>{img_tag(xc, scale, alt='counterfactual')}</td>"
-            f"<td>{img_tag(diff_rgb(x, xc), scale, alt='difference')}</td>"
+            f"<td>{img_tag(diff_rgb(x, xc, vmax), scale, alt='difference')}</td>"
             f"<td>{_class_label(names, pred)} &rarr; "
             f"<span class='{'cfw-ok' if ok else 'cfw-bad'}'>{_class_label(names, pred_cf)}</span>"
             f"{_prob_bar(result.probs_cf[i], t, names)}</td>"
@@ -140,7 +165,8 @@ def result_html(result, max_rows: int = 8, scale: int = 4) -> str:
         f"{result.meta.get('wall_time_s', float('nan')):.2f} s on {html.escape(str(result.meta.get('device', '?')))}</p>"
     )
     legend = ("<p class='cfw-legend'>difference x&prime; &minus; x: blue = ink removed "
-              "<span class='cfw-swatch'></span> red = ink added (&minus;1 &hellip; +1)</p>")
+              f"<span class='cfw-swatch'></span> red = ink added (&minus;{vmax:g} &hellip; "
+              f"+{vmax:g})</p>")
     return f"{CSS}<div>{summary}<table class='cfw-result'>{head}{''.join(rows)}</table>{legend}{more}</div>"
 
 
@@ -199,7 +225,7 @@ def colorbar_png(height: int = 112, width: int = 12) -> bytes:
 
 
 def prob_bars_html(probs_before: Tensor | None, probs_after: Tensor | None, target: int | None,
-                   names: Sequence[str] | None = None, *, width: int = 150,
+                   names: Sequence[str] | None = None, *, width: int = 100,
                    top: int | None = None) -> str:
     """Horizontal class-probability bars, before (grey) and after (blue), one row per class;
     the target row is highlighted in red. ``top`` keeps only the most likely classes."""
@@ -223,7 +249,8 @@ def prob_bars_html(probs_before: Tensor | None, probs_after: Tensor | None, targ
             return "<td></td>"
         v = float(p[j])
         w = max(1, round(v * width))
-        return (f"<td style='text-align:left'><div title='{v:.3f}' style='display:inline-block;"
+        return (f"<td style='text-align:left;white-space:nowrap;padding:0 4px'>"
+                f"<div title='{v:.3f}' style='display:inline-block;"
                 f"width:{w}px;height:9px;background:{color};vertical-align:middle'></div>"
                 f"<span style='font-size:11px;color:#57606a;margin-left:4px'>{v:.2f}</span></td>")
 
@@ -234,7 +261,8 @@ def prob_bars_html(probs_before: Tensor | None, probs_after: Tensor | None, targ
         style = f"color:{CLASS_COLORS['target']};font-weight:600" if is_t else ""
         mark = " &#9664;" if is_t else ""
         rows.append(
-            f"<tr><td style='text-align:right;{style}'>{label}{mark}</td>"
+            f"<tr><td style='text-align:right;white-space:nowrap;padding:0 4px;{style}'>"
+            f"{label}{mark}</td>"
             f"{bar(probs_before, j, CLASS_COLORS['before'])}"
             f"{bar(probs_after, j, CLASS_COLORS['target'] if is_t else CLASS_COLORS['after'])}</tr>")
     head = (f"<tr><th></th><th style='text-align:left'>before</th>"

@@ -155,14 +155,17 @@ class CounterfactualWidget(W.VBox):
                                     disabled=True, tooltip="Stop after the current step; keeps "
                                     "the partial result", layout=W.Layout(width="110px"))
         self.progress = W.IntProgress(value=0, min=0, max=1, description="progress",
-                                      style={"description_width": DESCRIPTION_WIDTH,
-                                             "bar_color": "#0969da"},
+                                      style={"description_width": DESCRIPTION_WIDTH},
                                       layout=W.Layout(width=CONTROL_WIDTH))
         self.status = W.HTML("ready: pick an input and a target, then press Run.",
                              layout=W.Layout(width=CONTROL_WIDTH, min_height="20px"))
         self.status.add_class("cfw-status")
         self.error_box = W.HTML("", layout=W.Layout(display="none", width="100%"))
         self.error_box.add_class("cfw-error")
+        for w, cls in ((self.target_dropdown, "cfw-target"), (self.run_button, "cfw-run"),
+                       (self.stop_button, "cfw-stop"), (self.device_dropdown, "cfw-device"),
+                       (self.seed_box, "cfw-seed"), (self.progress, "cfw-progress")):
+            w.add_class(cls)
         self.run_button.on_click(self._on_run_click)
         self.stop_button.on_click(lambda _b: self.stop())
         self.target_dropdown.observe(self._on_target_change, names=["value"])
@@ -336,6 +339,7 @@ class CounterfactualWidget(W.VBox):
         try:
             self.clear_result()
             self.show_input()
+            self._set_status("ready: press Run for this input.")
             if self.current_target() == int(self._probs_before.argmax()):
                 self._select_target(None)  # the runner-up: a target must differ
         except Exception as e:  # noqa: BLE001 - shown to the user, not swallowed
@@ -348,6 +352,7 @@ class CounterfactualWidget(W.VBox):
                 self.clear_result()
                 if hasattr(self, "after_image"):
                     self.show_images(None)
+                self._set_status("ready: press Run for the new target.")
             elif hasattr(self, "probs_view") and hasattr(self, "_probs_before"):
                 after = res.probs_cf[0] if res is not None else None
                 self.probs_view.value = vh.prob_bars_html(
@@ -469,12 +474,10 @@ class CounterfactualWidget(W.VBox):
         self.after_label.add_class("cfw-after-label")
         colorbar = W.Image(value=vh.colorbar_png(height=px[0], width=12), format="png",
                            layout=W.Layout(width="12px", height=f"{px[0]}px"))
-        cb_text = W.HTML(
-            f"<div style='height:{px[0]}px;display:flex;flex-direction:column;"
-            f"justify-content:space-between;font-size:11px;color:#57606a;line-height:1.1'>"
-            f"<span>+1<br>added</span><span>0</span><span>removed<br>&minus;1</span></div>")
-        self.colorbar = W.HBox([colorbar, cb_text], layout=W.Layout(align_items="flex-start",
-                                                                   margin="0 0 0 4px"))
+        self.colorbar_text = W.HTML()
+        self.colorbar = W.HBox([colorbar, self.colorbar_text],
+                               layout=W.Layout(align_items="flex-start", margin="0 0 0 4px"))
+        self._set_diff_range(1.0)
 
         def col(img, label):
             return W.VBox([img, label], layout=W.Layout(align_items="center", margin="0 6px 0 0"))
@@ -533,11 +536,23 @@ class CounterfactualWidget(W.VBox):
         return (f"{role}{extra}<br><span class='cfw-pred{ok}' data-class='{k}'>predicted "
                 f"<b>{name}</b></span> <span style='color:#57606a'>({float(probs[k]):.2f})</span>")
 
+    def _set_diff_range(self, vmax: float) -> None:
+        """Set the difference map's symmetric range and relabel its colour bar."""
+        self._diff_vmax = float(vmax)
+        h = self._image_px()[0]
+        self.colorbar_text.value = (
+            f"<div style='height:{h}px;display:flex;flex-direction:column;"
+            f"justify-content:space-between;font-size:11px;color:#57606a;line-height:1.1'>"
+            f"<span>+{vmax:g}<br>added</span><span>0</span><span>removed<br>&minus;{vmax:g}"
+            f"</span></div>")
+
     def show_images(self, x_cf: Tensor | None, probs_cf: Tensor | None = None, *,
-                    caption: str = "") -> None:
+                    caption: str = "", diff_range: float | None = None) -> None:
         """Show ``x_cf`` (``(C, H, W)``) as the after image with its difference to the
         current input (and its probabilities, when given). ``None`` clears the views.
-        Subclasses use it for previews of their own (e.g. a what-if mode)."""
+        ``diff_range``: the colour bar's range (default: keep it, growing it to the
+        smallest of ``viz.html.DIFF_RANGES`` that holds this difference). Subclasses use
+        it for previews of their own (e.g. a what-if mode)."""
         x = self.current_input()[0]
         if x_cf is None:
             self.after_image.value = self._png(self._placeholder())
@@ -547,8 +562,12 @@ class CounterfactualWidget(W.VBox):
                                                       self.current_target(), self.class_names)
             return
         x_cf = x_cf.detach().float().cpu()
+        if diff_range is None:
+            diff_range = max(self._diff_vmax, vh.diff_range((x, x_cf)))
+        if diff_range != self._diff_vmax:
+            self._set_diff_range(diff_range)
         self.after_image.value = self._png(x_cf)
-        self.diff_image.value = self._png(vh.diff_rgb(x, x_cf))
+        self.diff_image.value = self._png(vh.diff_rgb(x, x_cf, self._diff_vmax))
         self.after_label.value = self._caption("after", probs_cf, caption)
         if probs_cf is not None:
             self.probs_view.value = vh.prob_bars_html(self._probs_before, probs_cf,
@@ -590,7 +609,9 @@ class CounterfactualWidget(W.VBox):
         :meth:`render_extra`. Subclasses without image views override it."""
         if hasattr(self, "after_image") and isinstance(result.x_cf, Tensor):
             stopped = " (stopped)" if result.stopped else ""
-            self.show_images(result.x_cf[0], result.probs_cf[0], caption=stopped)
+            frames = result.trajectory[:, 0] if isinstance(result.trajectory, Tensor) else result.x_cf[:1]
+            vmax = vh.diff_range((result.x[:1], frames), (result.x[:1], result.x_cf[:1]))
+            self.show_images(result.x_cf[0], result.probs_cf[0], caption=stopped, diff_range=vmax)
             self._set_trajectory(result)
         if hasattr(self, "loss_view"):
             self.loss_view.value = vh.loss_svg(result.losses)
@@ -662,7 +683,8 @@ class CounterfactualWidget(W.VBox):
             last = i == len(res.trajectory) - 1
             probs = res.probs_cf[0] if last else self.predict_probs(frame[None])[0]
             step = res.trajectory_steps[i] if i < len(res.trajectory_steps) else i
-            self.show_images(frame, probs, caption="" if last else f" (step {step})")
+            self.show_images(frame, probs, caption="" if last else f" (step {step})",
+                             diff_range=self._diff_vmax)
             self._trajectory_caption(i, res)
         except Exception as e:  # noqa: BLE001 - shown to the user, not swallowed
             self.show_error(e)
@@ -770,6 +792,8 @@ class CounterfactualWidget(W.VBox):
                 self.progress.value = 0
                 self.progress.bar_style = ""
             self._set_status("running...", "info")
+            if hasattr(self, "colorbar_text"):
+                self._set_diff_range(vh.DIFF_RANGES[0])
 
     def _set_status(self, text: str, kind: str = "info") -> None:
         color = {"info": "#24292f", "warn": "#7d4e00", "ok": "#1a7f37", "error": "#cf222e"}[kind]

@@ -1,0 +1,267 @@
+"""Fixtures for real-browser tests: JupyterLab / Voila servers on loopback and Debian's
+Chromium driven by Playwright (never ``playwright install``; see design/OFFLINE.md).
+
+Reusable by every notebook's browser test::
+
+    @pytest.mark.browser
+    def test_my_notebook(lab, browser_page, artifacts):
+        page = lab.open_notebook(browser_page, "10_my_notebook.ipynb")
+        lab.run_all(page)
+        ...
+        page.screenshot(path=artifacts / "my_notebook.png")
+
+``lab`` serves a temporary copy of ``notebooks/`` (the repository's files are never
+modified by the browser); ``voila_app("app_x.ipynb")`` starts Voila on one notebook.
+Tests skip (with the reason) where Chromium or Playwright is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOKS = REPO / "notebooks"
+CHROMIUM = os.environ.get("CFWIDGETS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+VIEWPORT = {"width": 1400, "height": 1000}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} not up after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a server we started (its own process group only)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+
+
+def jupyter_env(base: Path) -> dict:
+    """Environment with every Jupyter config/runtime/settings dir in ``base`` (no user
+    settings leak in), windowing and news turned off, offline, one thread."""
+    env = dict(os.environ)
+    dirs = {k: base / k.lower() for k in ("JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR",
+                                          "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR",
+                                          "JUPYTER_DATA_DIR", "IPYTHONDIR")}
+    for k, d in dirs.items():
+        d.mkdir(parents=True, exist_ok=True)
+        env[k] = str(d)
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1",
+               MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+    # the venv's ipykernel must run the kernel (no user kernels from elsewhere)
+    env["JUPYTER_PATH"] = str(Path(sys.prefix) / "share" / "jupyter")
+    settings = dirs["JUPYTERLAB_SETTINGS_DIR"]
+    nb = settings / "@jupyterlab" / "notebook-extension"
+    nb.mkdir(parents=True, exist_ok=True)
+    (nb / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    ap = settings / "@jupyterlab" / "apputils-extension"
+    ap.mkdir(parents=True, exist_ok=True)
+    (ap / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    return env
+
+
+@dataclass
+class LabServer:
+    url: str
+    root: Path
+    proc: subprocess.Popen
+    log: Path
+    timings: dict = field(default_factory=dict)
+
+    def open_notebook(self, page, name: str, timeout: float = 90_000):
+        """Open ``name`` (relative to the served root) and wait for its kernel to be idle."""
+        page.goto(f"{self.url}lab/tree/{name}?reset", wait_until="domcontentloaded")
+        page.wait_for_selector(".jp-Notebook", timeout=timeout)
+        self.wait_idle(page, timeout)
+        return page
+
+    @staticmethod
+    def wait_idle(page, timeout: float = 90_000) -> None:
+        """The status bar says ``| Idle`` only once a kernel exists and is idle."""
+        page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('.jp-StatusBar-TextItem'))"
+            ".some(e => /\\|\\s*Idle/.test(e.textContent))", timeout=timeout)
+
+    def run_all(self, page, timeout: float = 180_000) -> float:
+        """Run > Run All Cells; wait until every cell has executed; return seconds."""
+        t0 = time.perf_counter()
+        page.click("li.lm-MenuBar-item:has-text('Run')")
+        page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
+        # every code cell gets a number, none stays "[*]"
+        page.wait_for_function(
+            """() => {
+                const ps = Array.from(document.querySelectorAll(
+                    '.jp-CodeCell .jp-InputArea-prompt'));
+                return ps.length > 0 && ps.every(p => /\\[\\d+\\]/.test(p.textContent));
+            }""", timeout=timeout)
+        self.wait_idle(page, timeout)
+        return time.perf_counter() - t0
+
+    @staticmethod
+    def errors(page) -> list[str]:
+        """Texts of error outputs in the open notebook."""
+        return page.eval_on_selector_all(
+            ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'], "
+            ".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']",
+            "els => els.map(e => e.textContent)")
+
+
+def _popen(cmd: list[str], env: dict, cwd: Path, log: Path) -> subprocess.Popen:
+    fh = open(log, "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+@pytest.fixture(scope="session")
+def browser_root(tmp_path_factory) -> Path:
+    """A temporary copy of ``notebooks/`` (what the servers serve)."""
+    root = tmp_path_factory.mktemp("served")
+    dst = root / "notebooks"
+    shutil.copytree(NOTEBOOKS, dst, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    return dst
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory, browser_root) -> Iterator[LabServer]:
+    """JupyterLab on 127.0.0.1 with temporary config/settings, serving ``browser_root``."""
+    base = tmp_path_factory.mktemp("lab")
+    env = jupyter_env(base)
+    port = free_port()
+    log = base / "lab.log"
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+           "--ip=127.0.0.1", f"--port={port}", f"--ServerApp.root_dir={browser_root}",
+           "--IdentityProvider.token=", "--ServerApp.password=", "--LabApp.news_url=None",
+           "--ServerApp.disable_check_xsrf=True"]
+    t0 = time.perf_counter()
+    proc = _popen(cmd, env, browser_root, log)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_http(url + "api/status", proc, log)
+        server = LabServer(url, browser_root, proc, log, {"start_s": time.perf_counter() - t0})
+        yield server
+    finally:
+        _stop(proc)
+
+
+@dataclass
+class VoilaApp:
+    url: str
+    proc: subprocess.Popen
+    log: Path
+    start_s: float
+
+
+@pytest.fixture
+def voila_app(tmp_path_factory, browser_root):
+    """``voila_app("00_quickstart.ipynb")`` serves that notebook as an app; stopped at the
+    end of the test."""
+    started: list[VoilaApp] = []
+
+    def start(name: str) -> VoilaApp:
+        base = tmp_path_factory.mktemp("voila")
+        env = jupyter_env(base)
+        port = free_port()
+        log = base / "voila.log"
+        voila = Path(sys.executable).with_name("voila")
+        cmd = [str(voila) if voila.exists() else "voila", "--no-browser", f"--port={port}",
+               "--Voila.ip=127.0.0.1", "--Voila.tornado_settings={'disable_check_xsrf': True}",
+               str(browser_root / name)]
+        t0 = time.perf_counter()
+        proc = _popen(cmd, env, browser_root, log)
+        app = VoilaApp(f"http://127.0.0.1:{port}/", proc, log, 0.0)
+        started.append(app)
+        _wait_tcp(port, proc, log)  # a GET / would start a kernel: only wait for the port
+        app.start_s = time.perf_counter() - t0
+        return app
+
+    yield start
+    for app in started:
+        _stop(app.proc)
+
+
+def _wait_tcp(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"port {port} not open after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def _playwright():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture
+def browser_page(_playwright, tmp_path):
+    """A fresh page in Debian's Chromium (a new profile per test), console errors kept in
+    ``page.console_errors``."""
+    ctx = _playwright.chromium.launch_persistent_context(
+        str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
+        args=CHROMIUM_FLAGS, viewport=VIEWPORT)
+    page = ctx.pages[0] if ctx.pages else ctx.new_page()
+    page.console_errors = []
+    page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
+    page.set_default_timeout(60_000)
+    try:
+        yield page
+    finally:
+        ctx.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """``test-artifacts/`` in the repository (gitignored): screenshots and timings."""
+    d = REPO / "test-artifacts"
+    d.mkdir(exist_ok=True)
+    return d
