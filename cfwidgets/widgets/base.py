@@ -29,6 +29,28 @@ __all__ = ["CounterfactualWidget", "RunJob"]
 
 StepListener = Callable[[int, StepState], Any]
 
+_WARM = threading.Event()
+
+
+def _warm_up_torch() -> None:
+    """torch imports ~800 modules (torch._dynamo) at the first optimizer step: 3-6 s on a
+    small CPU. Pay it in the background once per process, while the user picks a target,
+    instead of on the first Run click."""
+    if _WARM.is_set():
+        return
+    _WARM.set()
+
+    def work():
+        try:
+            p = torch.zeros(1, requires_grad=True)
+            opt = torch.optim.Adam([p], lr=0.1)
+            p.sum().backward()
+            opt.step()
+        except Exception:  # noqa: BLE001 - a warm-up only; a real run reports errors
+            pass
+
+    threading.Thread(target=work, name="cfwidgets-warmup", daemon=True).start()
+
 
 @dataclass
 class RunJob:
@@ -181,6 +203,7 @@ class CounterfactualWidget(W.VBox):
         self.add_class("cfw-widget")
         self._select_target(target)
         self.show_input()
+        _warm_up_torch()
 
     # ================================================================== data
     def _set_data(self, data: Any) -> None:
@@ -495,7 +518,7 @@ class CounterfactualWidget(W.VBox):
         self.trajectory_slider.observe(self._on_scrub, names=["value"])
         self.trajectory_row = W.HBox([self.trajectory_slider, self.trajectory_label])
         self.probs_view = W.HTML(vh.prob_bars_html(None, None, None),
-                                 layout=W.Layout(width="280px", min_height="180px"))
+                                 layout=W.Layout(width="280px", min_height="150px"))
         self.probs_view.add_class("cfw-probs-view")
         self.loss_view = W.HTML(vh.loss_svg({}), layout=W.Layout(width="270px", height="120px"))
         self.loss_view.add_class("cfw-loss-view")
@@ -523,7 +546,7 @@ class CounterfactualWidget(W.VBox):
         return a
 
     def _png(self, img: Any) -> bytes:
-        return vh.png_bytes(img, self._scale)
+        return vh.png_bytes(img, self._scale, fast=True)
 
     def _caption(self, role: str, probs: Tensor | None, extra: str = "") -> str:
         if probs is None:

@@ -259,6 +259,53 @@ def browser_page(_playwright, tmp_path):
         ctx.close()
 
 
+class WidgetDriver:
+    """Drives a :class:`cfwidgets.widgets.CounterfactualWidget` in a page through the CSS
+    classes it sets (``cfw-target``, ``cfw-run``, ``cfw-after``, ``cfw-after-label``,
+    ``cfw-status``): the same in JupyterLab and Voila."""
+
+    @staticmethod
+    def state(widget) -> dict:
+        """The after image's src, the predicted class shown and the status text."""
+        return widget.evaluate(
+            """w => {
+                const img = w.querySelector('img.cfw-after');
+                const pred = w.querySelector('.cfw-after-label .cfw-pred');
+                const status = w.querySelector('.cfw-status');
+                return {src: img && img.getAttribute('src'),
+                        pred: pred && pred.dataset.class,
+                        predText: pred && pred.textContent,
+                        status: status && status.textContent};
+            }""")
+
+    def run_for_target(self, page, widget, target_label: str, timeout: float = 60_000) -> dict:
+        """Select ``target_label`` in the target dropdown, click Run and wait for the final
+        view (status "done"/"stopped"/"error" and a new after image). Returns
+        ``{"click_to_final_view_s", "before", "after"}``."""
+        widget.locator(".cfw-target select").select_option(label=target_label)
+        page.wait_for_function(
+            "w => !w.querySelector('.cfw-after-label .cfw-pred') && "
+            "/ready/.test(w.querySelector('.cfw-status').textContent)",
+            arg=widget.element_handle())
+        before = self.state(widget)
+        t0 = time.perf_counter()
+        widget.locator("button.cfw-run").click()
+        page.wait_for_function(
+            """([w, src]) => {
+                const img = w.querySelector('img.cfw-after');
+                const pred = w.querySelector('.cfw-after-label .cfw-pred');
+                const st = w.querySelector('.cfw-status').textContent;
+                return img.getAttribute('src') !== src && pred && /done|stopped|error/.test(st);
+            }""", arg=[widget.element_handle(), before["src"]], timeout=timeout, polling=20)
+        elapsed = time.perf_counter() - t0
+        return {"click_to_final_view_s": elapsed, "before": before, "after": self.state(widget)}
+
+
+@pytest.fixture(scope="session")
+def widget_driver() -> WidgetDriver:
+    return WidgetDriver()
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     """``test-artifacts/`` in the repository (gitignored): screenshots and timings."""
