@@ -19,6 +19,8 @@ SKIPPED: dict[str, str] = {}
 
 # (module, class name) of the other methods; each module is a single paper.
 _OPTIONAL = [
+    ("gci", "GCI"),
+    ("aip", "AIP"),
 ]
 
 for _mod, _cls in _OPTIONAL:

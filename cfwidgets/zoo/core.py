@@ -59,6 +59,7 @@ SHIPPED_DIR = Path(__file__).parent / "weights"
 #: missing is skipped (its recipes are then unavailable, with the reason in ``skipped``).
 RECIPE_MODULES = [
     "cfwidgets.zoo.recipes.images",
+    "cfwidgets.zoo.recipes.attributes",
 ]
 
 _RECIPES: dict[str, Recipe] = {}

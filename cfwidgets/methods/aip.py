@@ -1,0 +1,280 @@
+"""AIP: Attribute-Informed Perturbation. Yang, Liu, Du & Hu, "Generative Counterfactuals for
+Neural Networks via Attribute-Informed Perturbation", ACM SIGKDD Explorations 23(1), 2021,
+arXiv 2101.06930.
+
+**Idea** [paper, abstract]: counterfactuals for raw data (images and text) from a
+generative model conditioned on attributes; instead of editing pixels or tokens, optimise
+iteratively in the *attribute-informed latent space*: the generator's latent code ``z``
+together with its attribute code ``a``, where features are "more robust and semantic".
+
+**Generator** [unverified: the method section could not be read offline]. The paper uses
+attribute-conditioned generators (an AttGAN/StarGAN-style editor with an encoder for
+images). Here the zoo's conditional VAE ``g(z, a)`` stands in (see
+:mod:`cfwidgets.models.conditional`); the text half (``methods/aip_text.py``) uses a
+transformer generator with the same protocol and reuses :func:`aip_objective`.
+
+**Objective** (METHODS.md section 3; the form is ours, the paper's weights unverified),
+from ``z0 = e(x)``, ``a0 = attr(x)``::
+
+    min_{z, a}  L_cls(f(g(z, a)), t) + beta_z ||z - z0||_2^2
+                + beta_a * sum_i w_i |a_i - a0_i|                                (1)
+
+``L_cls`` cross-entropy or the margin hinge ``max(0, max_{j != t} f_j - f_t + kappa)``;
+``w_i`` = ``attribute_weights`` (0 = free, ``>= 100`` = locked). ``optimise`` picks the
+free variables: ``"both"`` (AIP), ``"z"`` (latent only, close to the diffeomorphic VAE
+counterfactual) or ``"a"`` (attributes only, close to GCI).
+
+**Schedule** (choose): Adam (lr 0.05) on the free variables, at most ``steps`` updates,
+each query stops at ``p_t >= confidence``. Attributes stay in range by projection
+(continuous clipped to the generator's bounds, categorical onto the simplex; METHODS.md
+suggests sigmoid / softmax parameterisations: projection moves probability mass
+linearly, see gci.py for why). ``restarts`` > 1 adds Gaussian noise (``restart_noise``) to
+``z0`` (and the free attributes) of copies 2..R, the same noise for every query; per
+query the *valid* copy closest to ``x`` (pixel L1) wins [METHODS.md].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..config import knob
+from ..models.conditional import LOCK_WEIGHT, AttributeSpec, check_conditional_generator, spec_of
+from ..objectives import class_loss
+from ..protocols import StepState
+from .base import CounterfactualMethod, Recorder, RunOutput
+
+__all__ = ["AIP", "aip_objective"]
+
+
+def aip_objective(
+    logits: Tensor,
+    target: Tensor,
+    z: Tensor,
+    z0: Tensor,
+    a: Tensor,
+    a0: Tensor,
+    spec: AttributeSpec,
+    *,
+    weights: Tensor | None = None,
+    beta_z: float = 0.1,
+    beta_a: float = 1.0,
+    loss: str = "ce",
+    kappa: float = 0.0,
+) -> dict[str, Tensor]:
+    """The AIP objective (1), per row. Shared by image and text AIP.
+
+    Args:
+        logits: ``(B, K)`` classifier logits of ``g(z, a)`` (for text: of the soft decode).
+        target: ``(B,)`` target classes.
+        z, z0: ``(B, ...)`` current and initial latent codes.
+        a, a0: ``(B, spec.dim)`` current and initial attribute vectors.
+        spec: the generator's :class:`~cfwidgets.models.conditional.AttributeSpec`.
+        weights: ``(A,)`` per-attribute weights ``w_i`` (default all 1).
+        beta_z, beta_a: weights of the latent and attribute proximity terms.
+        loss, kappa: class term ``"ce"`` or ``"hinge"`` with margin ``kappa``.
+
+    Returns:
+        ``{"class", "latent", "attributes", "loss"}``, each ``(B,)``; ``loss`` is the
+        weighted total, the other entries unweighted.
+    """
+    cls_term = class_loss(logits, target, loss, kappa)
+    latent = (z - z0).flatten(1).pow(2).sum(1)
+    attrs = spec.cost(a, a0, weights)
+    return {"class": cls_term, "latent": latent, "attributes": attrs,
+            "loss": cls_term + beta_z * latent + beta_a * attrs}
+
+
+class AIP(CounterfactualMethod):
+    """Attribute-Informed Perturbation: optimise the latent code and the attributes of a
+    conditional generator together (Yang et al. 2021).
+
+    Examples::
+
+        from cfwidgets import data
+        from cfwidgets.methods import AIP
+        aip = AIP.from_zoo("mnist")                    # mnist/cnn + mnist/cvae
+        x = data.load_mnist("test").x[:8]
+        res = aip.explain(x, target=3, optimise="both", beta_z=0.1)
+        res.meta["attribute_deltas"]                   # (8, 6), natural units
+    """
+
+    name = "aip"
+    title = "AIP (latent + attributes)"
+    paper = ("Yang, Liu, Du & Hu, Generative Counterfactuals for Neural Networks via "
+             "Attribute-Informed Perturbation, SIGKDD Explorations 2021, arXiv 2101.06930")
+
+    @dataclass(frozen=True)
+    class Config:
+        steps: int = knob(300, 1, 2000, "Step budget: the most updates per query.")
+        lr: float = knob(0.05, 1e-3, 0.5, "Adam learning rate on z and a.", log=True)
+        confidence: float = knob(0.99, 0.5, 0.9999,
+                                 "Stop a query once the target probability reaches this value.")
+        optimise: str = knob("both", doc="Free variables: latent and attributes (AIP), the latent "
+                             "only (~ diffeomorphic VAE) or the attributes only (~ GCI).",
+                             choices=("both", "z", "a"))
+        beta_z: float = knob(0.1, 0.0, 10.0, "Weight of the latent proximity ||z - z0||^2.")
+        beta_a: float = knob(1.0, 0.0, 10.0, "Weight of the attribute proximity sum_i w_i |a_i - a0_i|.")
+        attribute_weights: tuple = knob(
+            (), 0.0, LOCK_WEIGHT,
+            "Cost of changing each attribute, one per generator attribute (() = all 1; a "
+            "{name: weight} dict is accepted too). 0 = free, 100 = locked (not optimised).")
+        restarts: int = knob(1, 1, 8, "Copies optimised from noisy starts; the valid one closest "
+                             "to x (pixel L1) wins.")
+        restart_noise: float = knob(0.5, 0.0, 3.0, "Std of the start noise on z0 (and free "
+                                    "attributes) of restarts 2..R.")
+        loss: str = knob("ce", doc="Class term: cross-entropy or the margin hinge.",
+                         choices=("ce", "hinge"))
+        kappa: float = knob(2.0, 0.0, 20.0, "Margin of the hinge class term (unused with 'ce').")
+        record_every: int = knob(0, 0, 1000, "Keep a trajectory snapshot every this many steps "
+                                 "(0 = about 25 snapshots over the budget).")
+
+    def __init__(self, classifier, generator, /, *, device=None) -> None:
+        check_conditional_generator(generator)
+        super().__init__(classifier, device=device, generator=generator)
+        gshape = getattr(generator, "input_shape", None)
+        cshape = getattr(classifier, "input_shape", None)
+        if gshape is not None and cshape is not None and tuple(gshape) != tuple(cshape):
+            raise ValueError(f"the generator makes images of shape {tuple(gshape)} but the classifier "
+                             f"expects {tuple(cshape)}.")
+
+    @property
+    def generator(self):
+        return self.components["generator"]
+
+    @property
+    def attribute_spec(self) -> AttributeSpec:
+        return spec_of(self.generator)
+
+    @classmethod
+    def from_zoo(cls, dataset: str = "mnist", *, device="auto", **kwargs) -> AIP:
+        """``dataset``: ``"mnist"``, ``"shapes"`` or ``"shapes-biased"`` (see GCI.from_zoo)."""
+        from .. import zoo
+
+        gen = {"mnist": "mnist/cvae", "shapes": "shapes/cvae", "shapes-biased": "shapes/cvae"}
+        if dataset not in gen:
+            raise ValueError(f"AIP.from_zoo knows {sorted(gen)}, got {dataset!r}.")
+        return cls(zoo.load(f"{dataset}/cnn", device=device), zoo.load(gen[dataset], device=device), **kwargs)
+
+    def explain(self, x, target, config=None, *, callback=None, generator=None, **overrides):
+        w = overrides.get("attribute_weights")
+        if isinstance(w, Mapping):
+            overrides["attribute_weights"] = tuple(self.attribute_spec.weights(dict(w)).tolist())
+        if isinstance(config, Mapping) and isinstance(config.get("attribute_weights"), Mapping):
+            config = dict(config, attribute_weights=tuple(
+                self.attribute_spec.weights(dict(config["attribute_weights"])).tolist()))
+        return super().explain(x, target, config, callback=callback, generator=generator, **overrides)
+
+    # ------------------------------------------------------------------ the loop
+    def _explain(self, x: Tensor, target: Tensor, cfg: Any, *, probs, callback, generator) -> RunOutput:
+        gen = self.generator
+        spec = spec_of(gen)
+        dev = x.device
+        weights = spec.weights(cfg.attribute_weights).to(dev)
+        locked = weights >= LOCK_WEIGHT
+        opt_a = cfg.optimise in ("a", "both")
+        opt_z = cfg.optimise in ("z", "both")
+        free_cols = spec.column_mask((~locked).float()) * float(opt_a)  # (dim,)
+        b, r = x.shape[0], cfg.restarts
+        with torch.no_grad():
+            a0 = spec.project(gen.attributes(x))
+            z0 = gen.encode(x)
+            x_rec = gen.decode(z0, a0)
+            probs_rec = self.classifier(x_rec).softmax(-1)
+        # restarts: noise on z0 (and the free attributes), shared by all queries
+        nz = torch.randn(r, *z0.shape[1:], generator=generator) * cfg.restart_noise
+        na = torch.randn(r, spec.dim, generator=generator) * cfg.restart_noise
+        nz[0], na[0] = 0, 0
+        a0r, z0r, tr, xr = a0.repeat(r, 1), z0.repeat(r, *([1] * (z0.ndim - 1))), target.repeat(r), x.repeat(r, 1, 1, 1)
+        with torch.no_grad():
+            a_start = spec.project(a0r + na.to(dev).repeat_interleave(b, 0) * free_cols)
+            a_start = torch.where(free_cols.bool(), a_start, a0r)
+            z_start = z0r + nz.to(dev).repeat_interleave(b, 0) * float(opt_z)
+        a = a_start.clone().requires_grad_(opt_a)
+        z = z_start.clone().requires_grad_(opt_z)
+        params = ([z] if opt_z else []) + ([a] if opt_a else [])
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+        w_cost = torch.where(locked, torch.zeros_like(weights), weights)
+        sel_state: dict = {}
+
+        def select(done: Tensor, dist: Tensor, p_t: Tensor) -> Tensor:
+            """(B,) index into the R*B rows: the valid copy closest to x, else the most confident."""
+            score = torch.where(done.view(r, b), dist.view(r, b), 1e6 - p_t.view(r, b))
+            return score.argmin(0) * b + torch.arange(b, device=dev)
+
+        def wrapped(step: int, state: StepState) -> bool | None:
+            idx = select(state.done, sel_state["dist"], state.target_prob)
+            sub = StepState(step=step, total=state.total, x_cf=state.x_cf[idx], probs=state.probs[idx],
+                            target=target, done=state.done.view(r, b).any(0),
+                            losses={k: v[idx] for k, v in state.losses.items()},
+                            extra={"a": sel_state["a"][idx], "z": sel_state["z"][idx], "restart": idx // b})
+            return callback(step, sub)
+
+        rec = Recorder(tr, cfg.steps, cfg.confidence, cfg.record_every or None,
+                       wrapped if callback is not None else None)
+        a_frozen, z_frozen = a.detach().clone(), z.detach().clone()
+        a_path: list[Tensor] = []
+        z_path: list[Tensor] = []
+
+        def track(before_done: Tensor, n_traj: int, a_now: Tensor, z_now: Tensor) -> None:
+            nonlocal a_frozen, z_frozen
+            newly = rec.done & ~before_done
+            a_frozen = torch.where(newly[:, None], a_now, a_frozen)
+            z_frozen = torch.where(newly.view(-1, *([1] * (z_now.ndim - 1))), z_now, z_frozen)
+            if len(rec.trajectory) > n_traj:
+                a_path.append(torch.where(rec.done[:, None], a_frozen, a_now).clone())
+                z_path.append(torch.where(rec.done.view(-1, *([1] * (z_now.ndim - 1))), z_frozen, z_now).clone())
+
+        for step in range(cfg.steps):
+            x_cf = gen.decode(z, a)
+            logits = self.classifier(x_cf)
+            parts = aip_objective(logits, tr, z, z0r, a, a0r, spec, weights=w_cost, beta_z=cfg.beta_z,
+                                  beta_a=cfg.beta_a, loss=cfg.loss, kappa=cfg.kappa)
+            loss = parts["loss"]  # (R*B,)  eq. (1)
+            sel_state.update(dist=(x_cf - xr).abs().flatten(1).mean(1).detach(), a=a.detach(), z=z.detach())
+            before, n_traj = rec.done.clone(), len(rec.trajectory)
+            stop = rec.observe(step, x_cf, logits.softmax(-1), parts)
+            track(before, n_traj, a.detach(), z.detach())
+            if stop:
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()  # rows are independent: each gets its own gradient
+            if opt_a:
+                a.grad.mul_(free_cols)
+            opt.step()
+            if opt_a:
+                with torch.no_grad():
+                    a.copy_(torch.where(free_cols.bool(), spec.project(a), a0r))
+        with torch.no_grad():
+            a_last, z_last = a.detach(), z.detach()
+            x_last = gen.decode(z_last, a_last)
+            probs_last = self.classifier(x_last).softmax(-1)
+        before, n_traj = rec.done.clone(), len(rec.trajectory)
+        x_out, p_out = rec.finish(x_last, probs_last)
+        track(before, n_traj, a_last, z_last)
+        zshape = (-1,) + (1,) * (z_last.ndim - 1)
+        a_out = torch.where(rec.done[:, None], a_frozen, a_last)
+        z_out = torch.where(rec.done.view(zshape), z_frozen, z_last)
+        dist = (x_out - xr).abs().flatten(1).mean(1)
+        idx = select(rec.done, dist, p_out.gather(1, tr[:, None])[:, 0])
+        out = rec.output(x_out[idx], p_out[idx])
+        out.trajectory = [t[idx] for t in out.trajectory]
+        out.steps = out.steps[idx]
+        a_cf, z_cf = a_out[idx], z_out[idx]
+        meta = spec.report(a0, a_cf)
+        meta.update({
+            "a0": a0, "a_cf": a_cf, "z0": z0, "z_cf": z_cf,
+            "latent_distance": (z_cf - z0).flatten(1).norm(dim=1),
+            "a_path": torch.stack([p[idx] for p in a_path], 1),  # (B, T, dim)
+            "z_path": torch.stack([p[idx] for p in z_path], 1),  # (B, T, Dz)
+            "x_rec": x_rec, "probs_rec": probs_rec,
+            "restart": idx // b,
+            "locked": [n for n, lk in zip(spec.names, locked.tolist(), strict=True) if lk],
+            "attribute_spec": spec.to_dict(),
+        })
+        out.meta = meta
+        return out
