@@ -357,6 +357,10 @@ def check_images(x: Any, input_shape: tuple[int, ...] | None = None) -> Tensor:
     return x.float()
 
 
+_MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd,
+                   nn.modules.instancenorm._InstanceNorm)
+
+
 @contextlib.contextmanager
 def prepared(modules) -> Iterator[list[str]]:
     """Eval mode and frozen parameters for the duration; restores both afterwards.
@@ -371,7 +375,8 @@ def prepared(modules) -> Iterator[list[str]]:
     grads = []
     switched = []
     for m in modules:
-        if m.training:
+        # warn only where train mode changes the output: dropout and normalisation layers
+        if any(sub.training and isinstance(sub, _MODE_DEPENDENT) for sub in m.modules()):
             switched.append(type(m).__name__)
         modes.append([(sub, sub.training) for sub in m.modules()])
         grads.append([(p, p.requires_grad) for p in m.parameters()])
@@ -445,36 +450,42 @@ class Recorder:
         self.stopped = False
         self.ended_at: int | None = None
 
-    def _freeze(self, x: Tensor, probs: Tensor, step: int) -> Tensor:
-        """Update done masks; return x with finished rows frozen."""
+    def _freeze(self, x: Tensor, probs: Tensor, step: int) -> None:
+        """Update the done masks and the frozen copies (in place: no allocation per step
+        beyond the masks, which matters on CPU where every large allocation is an mmap)."""
         p_t = probs.gather(1, self.target[:, None])[:, 0]
         now = p_t >= self.confidence
         newly = now & ~self.done
+        x = x.detach()
         if self.x_final is None:
-            self.x_final = x.detach().clone()
+            self.x_final = x.clone()
             self.probs_final = probs.detach().clone()
         shape = (-1,) + (1,) * (x.ndim - 1)
-        self.x_final = torch.where(newly.view(shape), x.detach(), self.x_final)
-        self.probs_final = torch.where(newly[:, None], probs.detach(), self.probs_final)
-        self.steps_used = torch.where(newly, torch.full_like(self.steps_used, step), self.steps_used)
-        self.done = self.done | now
+        torch.where(newly.view(shape), x, self.x_final, out=self.x_final)
+        torch.where(newly[:, None], probs.detach(), self.probs_final, out=self.probs_final)
+        self.steps_used.masked_fill_(newly, step)
+        self.done |= now
+
+    def _view(self, x: Tensor) -> Tensor:
+        """The current iterate with finished rows frozen (what a viewer should see)."""
+        shape = (-1,) + (1,) * (x.ndim - 1)
         return torch.where(self.done.view(shape), self.x_final, x.detach())
 
     def observe(self, step: int, x: Tensor, probs: Tensor, losses: dict[str, Tensor],
                 extra: dict | None = None) -> bool:
         """Record the iterate after ``step`` updates; return True to end the loop."""
-        view = self._freeze(x, probs, step)
+        self._freeze(x, probs, step)
         for k, v in losses.items():
             v = v.detach()
             self.losses.setdefault(k, []).append(v.mean() if v.ndim else v)
         if step % self.record_every == 0:
-            self.trajectory.append(view.clone())
+            self.trajectory.append(self._view(x))
             self.trajectory_steps.append(step)
         if self.callback is not None:
             state = StepState(
-                step=step, total=self.total, x_cf=view, probs=probs.detach(),
-                target=self.target, done=self.done, losses={k: v.detach() for k, v in losses.items()},
-                extra=extra or {},
+                step=step, total=self.total, x_cf=self._view(x), probs=probs.detach(),
+                target=self.target, done=self.done.clone(),
+                losses={k: v.detach() for k, v in losses.items()}, extra=extra or {},
             )
             if self.callback(step, state):
                 self.stopped = True

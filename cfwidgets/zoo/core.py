@@ -51,6 +51,7 @@ __all__ = [
     "shipped_paths",
     "ZooError",
     "RECIPE_MODULES",
+    "ship",
 ]
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
@@ -60,6 +61,7 @@ SHIPPED_DIR = Path(__file__).parent / "weights"
 RECIPE_MODULES = [
     "cfwidgets.zoo.recipes.images",
     "cfwidgets.zoo.recipes.attributes",
+    "cfwidgets.zoo.recipes.generative",
 ]
 
 _RECIPES: dict[str, Recipe] = {}
@@ -397,6 +399,26 @@ def load(name: str, *, device="auto", train: bool = True, progress: bool = True)
 
         tqdm.write(f"[{name}] ready after {time.perf_counter() - t0:.1f} s; cached under {cache_paths(name)[0].parent}")
     return model
+
+
+def ship(name: str) -> Path:
+    """Copy the verified cached checkpoint of ``name`` (and its artifacts) into the
+    package's shipped weights folder (for developers preparing a release)."""
+    import shutil
+
+    recipe = get_recipe(name)
+    weights, meta_path = cache_paths(name)
+    ok = _verify(recipe, weights, meta_path)
+    if isinstance(ok, str):
+        raise ZooError(f"cannot ship {name!r}: cached checkpoint is {ok}; build it first")
+    if ok[2].get("reduced"):
+        raise ZooError(f"refusing to ship {name!r}: it was trained with the reduced budget")
+    SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
+    for src in weights.parent.glob(f"{_stem(name)}.*"):
+        if src.suffix in (".lock", ".tmp") or src.name.endswith(".resume.pt"):
+            continue
+        shutil.copyfile(src, SHIPPED_DIR / src.name)
+    return SHIPPED_DIR / weights.name
 
 
 def info(name: str) -> dict[str, Any]:

@@ -1,0 +1,266 @@
+"""Command line: ``cfwidgets demo``, ``cfwidgets zoo ...``, ``cfwidgets explain``, ``cfwidgets bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+# --------------------------------------------------------------------------- demo
+def _demo(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import zoo
+    from ._utils import resolve_device
+    from .data import load_dataset
+    from .methods import METHODS, SKIPPED
+    from .metrics import evaluate, format_table
+    from .viz.html import grid_png, report_html, result_html
+
+    t_start = time.perf_counter()
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [m.strip() for m in args.methods.split(",")] if args.methods else list(METHODS)
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        print(f"unknown method(s) {unknown}; available: {sorted(METHODS)}", file=sys.stderr)
+        return 2
+
+    print(f"cfwidgets demo: {len(names)} method(s) on {args.n} {args.dataset} test images, device {device}")
+    t0 = time.perf_counter()
+    clf = zoo.load(f"{args.dataset}/cnn", device=device)
+    aes = zoo.load(f"{args.dataset}/ae", device=device)
+    oracle = zoo.load(f"{args.dataset}/oracle", device=device) if zoo.recipes().get(f"{args.dataset}/oracle") else None
+    t_models = time.perf_counter() - t0
+    test = load_dataset(args.dataset, "test")
+    idx = torch.linspace(0, len(test) - 1, args.n).long()
+    x = test.x[idx]
+    with torch.no_grad():
+        target = clf(x.to(device)).topk(2, dim=1).indices[:, 1].cpu()
+
+    rows, sections, failures = [], {}, {}
+    bar = tqdm(names, desc="methods", unit="method")
+    for name in bar:
+        cls = METHODS[name]
+        bar.set_postfix_str(name)
+        if cls.modality != "image":
+            sections[cls.title or name] = _demo_text(cls, device, args)
+            continue
+        try:
+            method = cls.from_zoo(args.dataset, device=device)
+            overrides = {"steps": args.steps} if args.steps else {}
+            res = method.explain(x, target, **overrides)
+        except NotImplementedError as e:
+            failures[name] = str(e)
+            continue
+        except Exception as e:  # keep going: the report says what failed and why
+            failures[name] = f"{type(e).__name__}: {e}"
+            continue
+        row = evaluate(res, autoencoders=aes, oracle=oracle)
+        rows.append(row)
+        sections[row["method"]] = result_html(res, max_rows=args.n)
+        strip = torch.cat([res.x, res.x_cf])
+        (out / f"{name}.png").write_bytes(grid_png(strip, nrow=len(res), scale=3))
+        (out / f"{name}.json").write_text(json.dumps(res.to_dict(), indent=1))
+    bar.close()
+
+    table = format_table(rows, "html")
+    intro = (
+        f"<p>{args.n} held-out {args.dataset} images, target = each image's runner-up class. "
+        f"Classifier <code>{args.dataset}/cnn</code> (test accuracy "
+        f"{clf.zoo_meta['metrics'].get('test_accuracy', float('nan')):.3f}, source "
+        f"{clf.zoo_meta.get('source', 'trained now')}). Realism IM1/IM2 from "
+        f"<code>{args.dataset}/ae</code>; oracle = <code>{args.dataset}/oracle</code>. "
+        f"Device {device}; models ready in {t_models:.1f} s.</p>"
+    )
+    if failures or SKIPPED:
+        items = {**failures, **{k: f"skipped (missing dependency): {v}" for k, v in SKIPPED.items()}}
+        intro += "<p><b>Not run:</b></p><ul>" + "".join(f"<li>{k}: {v}</li>" for k, v in items.items()) + "</ul>"
+    page = report_html("cfwidgets demo report", sections, table, intro)
+    (out / "report.html").write_text(page, encoding="utf-8")
+    (out / "metrics.json").write_text(json.dumps(rows, indent=1))
+    print(format_table(rows))
+    for k, v in failures.items():
+        print(f"not run: {k}: {v}", file=sys.stderr)
+    print(f"report: {out / 'report.html'}  ({time.perf_counter() - t_start:.1f} s in all)")
+    return 0 if rows else 1
+
+
+def _demo_text(cls, device, args) -> str:
+    """Text methods in the demo: a few review sentences (needs the ``text`` extra)."""
+    try:
+        method = cls.from_zoo("reviews", device=device)
+        from .data import load_reviews
+
+        data = load_reviews("test")
+        sents = list(data.texts[: min(args.n, 4)])
+        with __import__("torch").no_grad():
+            pred = method.predict(sents) if hasattr(method, "predict") else None
+        target = (1 - pred) if pred is not None else 1
+        res = method.explain(sents, target)
+        return res._repr_html_()
+    except Exception as e:  # the report says why
+        return f"<p>not run: {type(e).__name__}: {e}</p>"
+
+
+# ---------------------------------------------------------------------------- zoo
+def _zoo(args: argparse.Namespace) -> int:
+    from . import zoo
+    from .zoo.core import _SKIPPED
+
+    if args.zoo_cmd == "list":
+        for name, r in zoo.recipes().items():
+            st = zoo.info(name)
+            metric = ", ".join(f"{k}={v}" for k, v in (st.get("metrics") or {}).items()
+                               if isinstance(v, (int, float)) and not isinstance(v, bool))[:70]
+            print(f"{name:24s} v{r.version}  {st['status']:9s}  {metric}")
+        for mod, why in _SKIPPED.items():
+            print(f"(skipped {mod}: {why})")
+        return 0
+    if args.zoo_cmd == "info":
+        for name in args.names:
+            print(json.dumps(zoo.info(name), indent=2, sort_keys=True))
+        return 0
+    if args.zoo_cmd == "build":
+        names = list(zoo.recipes()) if args.all else args.names
+        if not names:
+            print("name one or more recipes, or --all", file=sys.stderr)
+            return 2
+        for name in names:
+            t0 = time.perf_counter()
+            model = zoo.build(name, force=args.force, reduced=args.reduced, device=args.device)
+            meta = getattr(model, "zoo_meta", {})
+            print(f"{name}: {meta.get('metrics')} ({time.perf_counter() - t0:.1f} s)")
+            recipe = zoo.get_recipe(name)
+            gate = recipe.reduced_check if args.reduced else recipe.check
+            problem = gate(meta.get("metrics", {})) if gate else None
+            if problem:
+                print(f"  WARNING: {name} misses its quality gate: {problem}", file=sys.stderr)
+                if args.ship:
+                    print(f"  not shipped: {name} fails its quality gate", file=sys.stderr)
+                    continue
+            if args.ship:
+                from .zoo.core import ship
+
+                print(f"  shipped to {ship(name)}")
+        return 0
+    raise AssertionError(args.zoo_cmd)
+
+
+# ------------------------------------------------------------------------ explain
+def _explain(args: argparse.Namespace) -> int:
+    """Batch explanation of a data set split, streaming one JSON line per query."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import zoo
+    from ._utils import resolve_device
+    from .data import load_dataset
+    from .methods import get_method
+
+    device = resolve_device(args.device)
+    method = get_method(args.method).from_zoo(args.dataset, device=device)
+    data = load_dataset(args.dataset, args.split)
+    n = min(args.n or len(data), len(data))
+    clf = zoo.load(f"{args.dataset}/cnn", device=device)
+    knobs = json.loads(args.knobs) if args.knobs else {}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tensors_dir = out.with_suffix("")
+    if args.save_images:
+        tensors_dir.mkdir(parents=True, exist_ok=True)
+    done = 0
+    with open(out, "w") as f, tqdm(total=n, desc=args.method, unit="cf") as bar:
+        for start in range(0, n, args.batch_size):
+            x = data.x[start:start + args.batch_size]
+            with torch.no_grad():
+                target = clf(x.to(device)).topk(2, dim=1).indices[:, 1].cpu()
+            res = method.explain(x, target, **knobs)
+            for i in range(len(res)):
+                row = {"index": start + i, "label": int(data.y[start + i]), "pred": int(res.pred[i]),
+                       "target": int(res.target[i]), "pred_cf": int(res.pred_cf[i]),
+                       "success": bool(res.success[i]), "target_prob": float(res.target_prob[i]),
+                       "l1": float((res.x_cf[i] - res.x[i]).abs().mean()),
+                       "steps": None if res.steps is None else int(res.steps[i])}
+                f.write(json.dumps(row) + "\n")
+            if args.save_images:
+                from safetensors.torch import save_file
+
+                save_file({"x_cf": res.x_cf.contiguous(), "target": res.target.contiguous()},
+                          str(tensors_dir / f"batch_{start:06d}.safetensors"))
+            f.flush()
+            done += len(res)
+            bar.update(len(res))
+    print(f"wrote {done} rows to {out}")
+    return 0
+
+
+# -------------------------------------------------------------------------- bench
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import bench_wachter
+
+    bench_wachter(n=args.n, steps=args.steps, device=args.device, repeats=args.repeats)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    p = argparse.ArgumentParser(prog="cfwidgets", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("demo", help="explain a few test images with every method; write an HTML report")
+    d.add_argument("--out", default="cfwidgets-report", help="output folder (default: ./cfwidgets-report)")
+    d.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    d.add_argument("--dataset", default="mnist", help="mnist | fashion")
+    d.add_argument("--n", type=int, default=6, help="number of test images")
+    d.add_argument("--methods", default="", help="comma-separated subset of methods")
+    d.add_argument("--steps", type=int, default=0, help="override every method's step budget")
+    d.set_defaults(fn=_demo)
+
+    z = sub.add_parser("zoo", help="list, inspect and build the model zoo")
+    zsub = z.add_subparsers(dest="zoo_cmd", required=True)
+    zsub.add_parser("list", help="recipes and their status")
+    zi = zsub.add_parser("info", help="metadata of a checkpoint")
+    zi.add_argument("names", nargs="+")
+    zb = zsub.add_parser("build", help="train recipes (loads a valid cached one unless --force)")
+    zb.add_argument("names", nargs="*")
+    zb.add_argument("--all", action="store_true")
+    zb.add_argument("--force", action="store_true", help="retrain even if a valid checkpoint exists")
+    zb.add_argument("--reduced", action="store_true", help="reduced budget (not cached)")
+    zb.add_argument("--ship", action="store_true", help="copy the checkpoint into the package (developers)")
+    zb.add_argument("--device", default="auto")
+    z.set_defaults(fn=_zoo)
+
+    e = sub.add_parser("explain", help="explain a whole data set split, one JSON line per query")
+    e.add_argument("--method", default="wachter")
+    e.add_argument("--dataset", default="mnist")
+    e.add_argument("--split", default="test")
+    e.add_argument("--n", type=int, default=0, help="first n items (0 = all)")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--knobs", default="", help='JSON of knob overrides, e.g. \'{"steps": 200}\'')
+    e.add_argument("--out", default="cfwidgets-results.jsonl")
+    e.add_argument("--save-images", action="store_true", help="also save x_cf tensors (safetensors)")
+    e.add_argument("--device", default="auto")
+    e.set_defaults(fn=_explain)
+
+    b = sub.add_parser("bench", help="time the Wachter method against a hand-written loop")
+    b.add_argument("--n", type=int, default=100)
+    b.add_argument("--steps", type=int, default=100)
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--device", default="auto")
+    b.set_defaults(fn=_bench)
+
+    args = p.parse_args(argv)
+    return int(args.fn(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
