@@ -34,8 +34,8 @@ CSS = """
 .cfw-table td,.cfw-table th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
 .cfw-table th{background:#f6f8fa}
 .cfw-legend{font-size:12px;color:#555}
-.cfw-stopped{color:#7d4e00;background:#fff8c5;border:1px solid #d4a72c;padding:0 6px;border-radius:3px;font-weight:600}
-.cfw-metrics{font-size:12px;color:#24292f}
+.cfw-stopped{display:inline-block;color:#7d4e00;background:#fff8c5;border:1px solid #d4a72c;padding:0 6px;border-radius:3px;font-weight:600}
+.cfw-metrics{font-size:12px;color:#24292f;white-space:normal;line-height:1.5}
 .cfw-swatch{display:inline-block;width:60px;height:9px;vertical-align:middle;background:linear-gradient(to right,#053061,#f7f7f7,#67001f)}
 </style>
 """
@@ -270,8 +270,8 @@ def prob_bars_html(probs_before: Tensor | None, probs_after: Tensor | None, targ
             f"{label}{mark}</td>"
             f"{bar(probs_before, j, CLASS_COLORS['before'])}"
             f"{bar(probs_after, j, CLASS_COLORS['target'] if is_t else CLASS_COLORS['after'])}</tr>")
-    head = (f"<tr><th></th><th style='text-align:left'>before</th>"
-            f"<th style='text-align:left'>after</th></tr>")
+    head = ("<tr><th></th><th style='text-align:left'>before</th>"
+            "<th style='text-align:left'>after</th></tr>")
     return (f"<table class='cfw-probs' style='border-collapse:collapse;font-size:12px;"
             f"line-height:1.1'>{head}{''.join(rows)}</table>")
 

@@ -459,7 +459,9 @@ class CounterfactualWidget(W.VBox):
         self.control_panel = W.VBox(controls, layout=W.Layout(width="360px", min_width="360px",
                                                               margin="0 16px 0 0"))
         self.control_panel.add_class("cfw-controls")
-        self.view_panel = W.VBox(self.views, layout=W.Layout(flex="1 1 auto"))
+        # basis 0: long HTML lines wrap inside the panel instead of pushing the whole
+        # panel under the controls; below min_width (narrow screens) it wraps on purpose
+        self.view_panel = W.VBox(self.views, layout=W.Layout(flex="1 1 0%", min_width="520px"))
         self.view_panel.add_class("cfw-views")
         body = W.HBox([self.control_panel, self.view_panel],
                       layout=W.Layout(width="100%", flex_flow="row wrap", align_items="flex-start"))
@@ -522,7 +524,7 @@ class CounterfactualWidget(W.VBox):
         self.probs_view.add_class("cfw-probs-view")
         self.loss_view = W.HTML(vh.loss_svg({}), layout=W.Layout(width="270px", height="120px"))
         self.loss_view.add_class("cfw-loss-view")
-        self.metrics_view = W.HTML("", layout=W.Layout(min_height="20px"))
+        self.metrics_view = W.HTML("", layout=W.Layout(width="100%", min_height="20px"))
         self.metrics_view.add_class("cfw-metrics-view")
         self.style_html = W.HTML(vh.CSS)  # shared CSS of the HTML parts
         self.style_html.layout.display = "none"
@@ -785,6 +787,7 @@ class CounterfactualWidget(W.VBox):
         """Ask the running optimisation to stop after the current step (keeps the partial
         result, marked ``stopped``)."""
         if self._running:
+            self._t_stop = time.perf_counter()
             self._stop_event.set()
             self._set_status("stopping after this step...", "warn")
 
@@ -869,9 +872,14 @@ class CounterfactualWidget(W.VBox):
             self.timings["run_to_view_s"] = t_view - self._t_click
             used = int(res.steps[0]) if res.steps is not None else None
             if res.stopped:
+                t_stop = getattr(self, "_t_stop", None)
+                after = ""
+                if t_stop is not None and t_stop >= self._t_click:
+                    self.timings["stop_to_view_s"] = t_view - t_stop
+                    after = f", {t_view - t_stop:.2f} s after Stop"
                 self._set_status(
-                    f"<span class='cfw-stopped'>stopped at step {used}: partial result</span>",
-                    "warn")
+                    f"<span class='cfw-stopped'>stopped at step {used}{after}: partial "
+                    f"result</span>", "warn")
                 self.progress.bar_style = "warning"
             else:
                 ok = bool(res.success[0])

@@ -301,6 +301,28 @@ class WidgetDriver:
         return {"click_to_final_view_s": elapsed, "before": before, "after": self.state(widget)}
 
 
+    def run_then_stop(self, page, widget, target_label: str, timeout: float = 60_000) -> dict:
+        """Select a target, click Run, wait for live progress (a preview or the status
+        "step k/n"), click Stop, wait for the "stopped" status. Proves the kernel takes
+        clicks while it optimises. Returns the texts seen while running and after."""
+        widget.locator(".cfw-target select").select_option(label=target_label)
+        page.wait_for_function(
+            "w => /ready/.test(w.querySelector('.cfw-status').textContent)",
+            arg=widget.element_handle())
+        widget.locator("button.cfw-run").click()
+        page.wait_for_function(
+            "w => /step \\d+/.test(w.querySelector('.cfw-status').textContent)",
+            arg=widget.element_handle(), timeout=timeout, polling=20)
+        running = self.state(widget)
+        t0 = time.perf_counter()
+        widget.locator("button.cfw-stop").click()
+        page.wait_for_function(
+            "w => /stopped|done|error/.test(w.querySelector('.cfw-status').textContent)",
+            arg=widget.element_handle(), timeout=timeout, polling=20)
+        return {"running": running, "after": self.state(widget),
+                "stop_to_view_s": time.perf_counter() - t0}
+
+
 @pytest.fixture(scope="session")
 def widget_driver() -> WidgetDriver:
     return WidgetDriver()

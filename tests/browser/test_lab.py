@@ -13,6 +13,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 NOTEBOOK = "00_quickstart.ipynb"
 NEW_TARGET = "8"
+SLOW_TARGET = "1"  # takes the whole 500-step budget (several seconds) for digit #0
 
 
 def test_quickstart_in_lab(lab, browser_page, widget_driver, artifacts):
@@ -40,7 +41,18 @@ def test_quickstart_in_lab(lab, browser_page, widget_driver, artifacts):
     widget.scroll_into_view_if_needed()
     widget.screenshot(path=str(artifacts / "lab_widget_after_run.png"))
     page.screenshot(path=str(artifacts / "lab_page.png"))
+
+    # a long run (a hard target at the notebook's proximity weight 3) streams progress,
+    # and Stop, clicked while the kernel optimises, ends it with a partial result
+    stop = widget_driver.run_then_stop(page, widget, SLOW_TARGET)
+    assert "step" in stop["running"]["status"], stop
+    assert "stopped" in stop["after"]["status"], stop
+    assert "stopped" in widget.locator(".cfw-after-label").inner_text()
+    assert "stopped early" in widget.locator(".cfw-metrics-view").inner_text()
+    widget.screenshot(path=str(artifacts / "lab_widget_stopped.png"))
     timings = {"lab_start_s": lab.timings["start_s"], "open_s": t_open, "run_all_s": t_run_all,
-               "click_to_final_view_s": res["click_to_final_view_s"], "status": after["status"]}
+               "click_to_final_view_s": res["click_to_final_view_s"], "status": after["status"],
+               "stop_click_to_view_s": stop["stop_to_view_s"],
+               "stopped_status": stop["after"]["status"]}
     (artifacts / "lab_timings.json").write_text(json.dumps(timings, indent=2))
     print(timings)
