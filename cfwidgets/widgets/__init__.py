@@ -49,12 +49,20 @@ Hooks called at run/display time:
   worker thread (every "preview every" steps); ``show_result(result)``: final views;
   ``render_extra(result)``: your own per-result views (called by ``show_result``);
   ``compute_metrics(result) -> dict``: the metrics line.
+- ``execute(job, callback) -> CounterfactualResult``: the run itself on the worker thread
+  (default ``job.method.explain(job.x, job.target, callback=callback, generator=job.seed,
+  **job.overrides)``); override to run more, e.g. a pixel baseline for a side-by-side.
 - ``on_step(fn)``: register ``fn(step, StepState)``, called every step on the worker thread.
 - ``set_method(method)``: swap the method (e.g. a generator dropdown changed): knob
   controls are rebuilt if the Config class differs, same-named knob values are kept.
 - ``show_images(x_cf, probs_cf, caption=...)``: put any image into the after/difference
   views (a what-if mode that decodes without optimising).
 - ``show_error(exc)``: show an exception from your own callbacks (never swallow it).
+- ``png(img)``: PNG bytes enlarged like the standard views, for your own ``W.Image``.
+- CSS classes for browser tests: ``cfw-widget``, ``cfw-target``, ``cfw-run``, ``cfw-stop``,
+  ``cfw-status``, ``cfw-after`` (img), ``cfw-after-label .cfw-pred[data-class]``,
+  ``cfw-error``; ``tests/browser/conftest.py`` has Lab/Voila/Chromium fixtures and a
+  ``widget_driver`` that uses them.
 
 Widget updates from the worker thread are plain trait assignments (safe in ipykernel);
 the run state is guarded by a lock. Create your own widgets before ``super().__init__``

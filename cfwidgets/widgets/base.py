@@ -547,8 +547,12 @@ class CounterfactualWidget(W.VBox):
         a[::4, ::4] = 0.85  # a faint dotted pattern: "nothing here yet"
         return a
 
-    def _png(self, img: Any) -> bytes:
+    def png(self, img: Any) -> bytes:
+        """PNG bytes of an image (``(C, H, W)``, ``(H, W)`` or RGB ``(H, W, 3)``), enlarged
+        like the widget's views (for ``ipywidgets.Image`` panels of subclasses)."""
         return vh.png_bytes(img, self._scale, fast=True)
+
+    _png = png
 
     def _caption(self, role: str, probs: Tensor | None, extra: str = "") -> str:
         if probs is None:
@@ -653,6 +657,10 @@ class CounterfactualWidget(W.VBox):
         :func:`cfwidgets.metrics.evaluate`, with realism when ``autoencoders`` were given)."""
         from ..metrics import evaluate
 
+        if result.is_text:  # text widgets add their own metrics
+            return {"validity": float(result.success.float().mean()),
+                    "target_prob": float(result.target_prob.mean()),
+                    "time_s": float(result.meta.get("wall_time_s", float("nan")))}
         row = evaluate(result, autoencoders=self.autoencoders, oracle=self.oracle)
         row["time_s"] = float(result.meta.get("wall_time_s", float("nan")))
         return row
@@ -791,6 +799,17 @@ class CounterfactualWidget(W.VBox):
             self._stop_event.set()
             self._set_status("stopping after this step...", "warn")
 
+    def execute(self, job: RunJob, callback: Callable[[int, StepState], bool]
+                ) -> CounterfactualResult:
+        """Hook: the run itself, on the worker thread (default: move the method to the
+        job's device and call ``explain``). Override to run more (e.g. a pixel baseline
+        beside the main method, kept for :meth:`render_extra`); pass ``callback`` on so
+        progress, preview and Stop keep working."""
+        if job.device:
+            job.method.to(job.device)
+        return job.method.explain(job.x, job.target, callback=callback, generator=job.seed,
+                                  **job.overrides)
+
     def _on_run_click(self, _button) -> None:
         try:
             self.run(block=False)
@@ -860,10 +879,7 @@ class CounterfactualWidget(W.VBox):
         self._live_losses = {}
         self.timings = {"previews": 0}
         try:
-            if job.device:
-                job.method.to(job.device)
-            res = job.method.explain(job.x, job.target, callback=self._callback(job),
-                                     generator=job.seed, **job.overrides)
+            res = self.execute(job, self._callback(job))
             with self._lock:
                 self.result = res
             self.show_result(res)

@@ -125,17 +125,30 @@ class LabServer:
             ".some(e => /\\|\\s*Idle/.test(e.textContent))", timeout=timeout)
 
     def run_all(self, page, timeout: float = 180_000) -> float:
-        """Run > Run All Cells; wait until every cell has executed; return seconds."""
+        """Run > Run All Cells; wait until every cell has executed; return seconds.
+
+        Saved outputs carry execution counts too, so a watcher first has to see a cell
+        queued (``[*]``) before "every prompt has a number" means done."""
+        page.evaluate(
+            """() => {
+                window.__cfwBusySeen = false;
+                const busy = () => Array.from(document.querySelectorAll(
+                    '.jp-CodeCell .jp-InputArea-prompt')).some(p => p.textContent.includes('*'));
+                const obs = new MutationObserver(() => { if (busy()) window.__cfwBusySeen = true; });
+                obs.observe(document.body, {subtree: true, childList: true, characterData: true});
+                window.__cfwObserver = obs;
+            }""")
         t0 = time.perf_counter()
         page.click("li.lm-MenuBar-item:has-text('Run')")
         page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
-        # every code cell gets a number, none stays "[*]"
         page.wait_for_function(
             """() => {
                 const ps = Array.from(document.querySelectorAll(
                     '.jp-CodeCell .jp-InputArea-prompt'));
-                return ps.length > 0 && ps.every(p => /\\[\\d+\\]/.test(p.textContent));
+                return window.__cfwBusySeen && ps.length > 0 &&
+                    ps.every(p => /\\[\\d+\\]/.test(p.textContent));
             }""", timeout=timeout)
+        page.evaluate("() => window.__cfwObserver && window.__cfwObserver.disconnect()")
         self.wait_idle(page, timeout)
         return time.perf_counter() - t0
 
