@@ -13,6 +13,7 @@ import base64
 import html
 import io
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -54,18 +55,26 @@ def _to_numpy_img(img: Tensor | np.ndarray) -> np.ndarray:
     return a
 
 
+@lru_cache(maxsize=4)
+def _lut(name: str) -> np.ndarray:
+    """A colour map as a (256, 3) float32 table (looked up once; matplotlib rebuilds its
+    table on every registry access)."""
+    from matplotlib import colormaps
+
+    return colormaps[name](np.linspace(0, 1, 256))[:, :3].astype(np.float32)
+
+
 def diff_rgb(x: Tensor, x_cf: Tensor, vmax: float = 1.0) -> np.ndarray:
     """``x' - x`` as an RGB array on the diverging map (red added, blue removed), linear
     and symmetric around zero on ``[-vmax, vmax]`` (default the full range ``[-1, 1]``;
     see :func:`diff_range` for a shared, readable range)."""
-    from matplotlib import colormaps
-
     d = _to_numpy_img(x_cf) - _to_numpy_img(x)
     if d.ndim == 3:  # colour images: signed mean over channels
         d = d.mean(-1)
     vmax = float(vmax) if vmax and vmax > 0 else 1.0
-    rgba = colormaps[DIFF_CMAP]((np.clip(d / vmax, -1, 1) + 1) / 2)
-    return rgba[..., :3].astype(np.float32)
+    u = (np.clip(d / vmax, -1, 1) + 1) / 2  # [0, 1], 0.5 = no change
+    idx = np.minimum((u * 256).astype(np.int64), 255)  # matplotlib's binning for N = 256
+    return _lut(DIFF_CMAP)[idx]
 
 
 #: the symmetric ranges difference maps snap to (so a colour bar reads 0.1, 0.25, ...)
@@ -222,11 +231,9 @@ CLASS_COLORS = {"before": "#8c959f", "after": "#0969da", "target": "#cf222e"}
 def colorbar_png(height: int = 112, width: int = 12) -> bytes:
     """The difference map's colour bar (top = +1 ink added, red; bottom = -1 removed,
     blue) as PNG bytes, on the same map and range as :func:`diff_rgb`."""
-    from matplotlib import colormaps
-
     v = np.linspace(1, -1, height)[:, None].repeat(width, 1)
-    rgb = colormaps[DIFF_CMAP]((v + 1) / 2)[..., :3]
-    return png_bytes(rgb.astype(np.float32), scale=1)
+    idx = np.minimum(((v + 1) / 2 * 256).astype(np.int64), 255)
+    return png_bytes(_lut(DIFF_CMAP)[idx], scale=1)
 
 
 def prob_bars_html(probs_before: Tensor | None, probs_after: Tensor | None, target: int | None,
