@@ -180,7 +180,7 @@ def _explain(args: argparse.Namespace) -> int:
     done = 0
     with open(out, "w") as f, tqdm(total=n, desc=args.method, unit="cf") as bar:
         for start in range(0, n, args.batch_size):
-            x = data.x[start:start + args.batch_size]
+            x = data.x[start:min(start + args.batch_size, n)]
             with torch.no_grad():
                 target = clf(x.to(device)).topk(2, dim=1).indices[:, 1].cpu()
             res = method.explain(x, target, **knobs)

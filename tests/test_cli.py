@@ -1,0 +1,49 @@
+"""The command line: demo report, zoo listing/info, batch explain."""
+
+from __future__ import annotations
+
+import json
+
+from cfwidgets.cli import main
+
+
+def test_demo_writes_a_self_contained_report(tmp_path, capsys):
+    out = tmp_path / "report"
+    rc = main(["demo", "--out", str(out), "--n", "3", "--methods", "wachter", "--device", "cpu"])
+    assert rc == 0
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 9  # before / after / difference x 3
+    assert "Wachter" in page and "validity" in page and "im1" in page
+    rows = json.loads((out / "metrics.json").read_text())
+    assert rows[0]["n"] == 3 and rows[0]["validity"] >= 2 / 3
+    assert (out / "wachter.png").stat().st_size > 500
+    per_row = json.loads((out / "wachter.json").read_text())
+    assert len(per_row["success"]) == 3
+    printed = capsys.readouterr().out
+    assert "report:" in printed and "validity" in printed
+
+
+def test_demo_rejects_unknown_method(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--methods", "nope"]) == 2
+    assert "unknown method" in capsys.readouterr().err
+
+
+def test_zoo_list_and_info(capsys):
+    assert main(["zoo", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "mnist/cnn" in listing and "shapes/cnn" in listing
+    assert main(["zoo", "info", "mnist/cnn"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["name"] == "mnist/cnn" and info["status"] in ("cached", "shipped")
+    assert info["metrics"]["test_accuracy"] >= 0.95
+
+
+def test_batch_explain_streams_jsonl(tmp_path):
+    out = tmp_path / "res.jsonl"
+    rc = main(["explain", "--n", "10", "--batch-size", "4", "--knobs", '{"steps": 100}',
+               "--out", str(out), "--device", "cpu", "--save-images"])
+    assert rc == 0
+    lines = [json.loads(s) for s in out.read_text().splitlines()]
+    assert [r["index"] for r in lines] == list(range(10))
+    assert sum(r["success"] for r in lines) >= 8
+    assert len(list((tmp_path / "res").glob("*.safetensors"))) == 3
