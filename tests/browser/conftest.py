@@ -104,25 +104,45 @@ def jupyter_env(base: Path) -> dict:
 
 @dataclass
 class LabServer:
+    """A running JupyterLab (``app="lab"``) or Notebook 7 (``app="notebook"``) server."""
+
     url: str
     root: Path
     proc: subprocess.Popen
     log: Path
     timings: dict = field(default_factory=dict)
+    app: str = "lab"
 
     def open_notebook(self, page, name: str, timeout: float = 90_000):
         """Open ``name`` (relative to the served root) and wait for its kernel to be idle."""
-        page.goto(f"{self.url}lab/tree/{name}?reset", wait_until="domcontentloaded")
+        if self.app == "lab":
+            page.goto(f"{self.url}lab/tree/{name}?reset", wait_until="domcontentloaded")
+        else:
+            page.goto(f"{self.url}notebooks/{name}", wait_until="domcontentloaded")
         page.wait_for_selector(".jp-Notebook", timeout=timeout)
         self.wait_idle(page, timeout)
         return page
 
-    @staticmethod
-    def wait_idle(page, timeout: float = 90_000) -> None:
-        """The status bar says ``| Idle`` only once a kernel exists and is idle."""
+    def wait_idle(self, page, timeout: float = 90_000) -> None:
+        """Lab: the status bar says ``| Idle`` only once a kernel exists and is idle.
+        Notebook 7 (no status bar): the kernel name shows in the toolbar and the server
+        lists the kernel as idle."""
+        if self.app == "lab":
+            page.wait_for_function(
+                "() => Array.from(document.querySelectorAll('.jp-StatusBar-TextItem'))"
+                ".some(e => /\\|\\s*Idle/.test(e.textContent))", timeout=timeout)
+            return
         page.wait_for_function(
-            "() => Array.from(document.querySelectorAll('.jp-StatusBar-TextItem'))"
-            ".some(e => /\\|\\s*Idle/.test(e.textContent))", timeout=timeout)
+            "() => { const k = document.querySelector('.jp-KernelName');"
+            " return k && /Python/.test(k.textContent); }", timeout=timeout)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout / 1000:
+            with urllib.request.urlopen(self.url + "api/kernels", timeout=5) as r:
+                ks = json.loads(r.read())
+            if ks and all(k.get("execution_state") == "idle" for k in ks):
+                return
+            time.sleep(0.3)
+        raise TimeoutError("the kernel did not become idle")
 
     def run_all(self, page, timeout: float = 180_000) -> float:
         """Run > Run All Cells; wait until every cell has executed; return seconds.
@@ -176,26 +196,39 @@ def browser_root(tmp_path_factory) -> Path:
     return dst
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory, browser_root) -> Iterator[LabServer]:
-    """JupyterLab on 127.0.0.1 with temporary config/settings, serving ``browser_root``."""
-    base = tmp_path_factory.mktemp("lab")
+def _jupyter_server(tmp_path_factory, browser_root, app: str) -> Iterator[LabServer]:
+    base = tmp_path_factory.mktemp(app)
     env = jupyter_env(base)
     port = free_port()
-    log = base / "lab.log"
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+    log = base / f"{app}.log"
+    module = "jupyterlab" if app == "lab" else "notebook"
+    cmd = [sys.executable, "-m", module, "--no-browser", "--allow-root",
            "--ip=127.0.0.1", f"--port={port}", f"--ServerApp.root_dir={browser_root}",
-           "--IdentityProvider.token=", "--ServerApp.password=", "--LabApp.news_url=None",
+           "--IdentityProvider.token=", "--ServerApp.password=",
            "--ServerApp.disable_check_xsrf=True"]
+    if app == "lab":
+        cmd.append("--LabApp.news_url=None")
     t0 = time.perf_counter()
     proc = _popen(cmd, env, browser_root, log)
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_http(url + "api/status", proc, log)
-        server = LabServer(url, browser_root, proc, log, {"start_s": time.perf_counter() - t0})
-        yield server
+        yield LabServer(url, browser_root, proc, log, {"start_s": time.perf_counter() - t0}, app)
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory, browser_root) -> Iterator[LabServer]:
+    """JupyterLab on 127.0.0.1 with temporary config/settings, serving ``browser_root``."""
+    yield from _jupyter_server(tmp_path_factory, browser_root, "lab")
+
+
+@pytest.fixture(scope="session")
+def notebook7(tmp_path_factory, browser_root) -> Iterator[LabServer]:
+    """Jupyter Notebook 7 (skipped where the ``notebook`` package is not installed)."""
+    pytest.importorskip("notebook", reason="pip install notebook (Notebook 7)")
+    yield from _jupyter_server(tmp_path_factory, browser_root, "notebook")
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """A person's path through the quickstart in a real browser: open the notebook in
-JupyterLab, run all cells, pick a target class in the widget, press Run, see the new
+JupyterLab (and Notebook 7 where installed), run all cells, pick a target class in the widget, press Run, see the new
 counterfactual and its predicted class."""
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ NEW_TARGET = "8"
 SLOW_TARGET = "1"  # takes the whole 500-step budget (several seconds) for digit #0
 
 
-def test_quickstart_in_lab(lab, browser_page, widget_driver, artifacts):
+@pytest.mark.parametrize("frontend", ["lab", "notebook7"])
+def test_quickstart(frontend, request, browser_page, widget_driver, artifacts):
+    lab = request.getfixturevalue(frontend)
     page = browser_page
     t0 = time.perf_counter()
     lab.open_notebook(page, NOTEBOOK)
@@ -29,7 +31,7 @@ def test_quickstart_in_lab(lab, browser_page, widget_driver, artifacts):
     widget.scroll_into_view_if_needed()
     # the notebook's synchronous runs already show a result
     assert widget.locator(".cfw-after-label .cfw-pred").count() == 1
-    widget.screenshot(path=str(artifacts / "lab_widget_initial.png"))
+    widget.screenshot(path=str(artifacts / f"{frontend}_widget_initial.png"))
 
     res = widget_driver.run_for_target(page, widget, NEW_TARGET)
     after = res["after"]
@@ -39,8 +41,8 @@ def test_quickstart_in_lab(lab, browser_page, widget_driver, artifacts):
     assert widget.locator(".cfw-error").evaluate("e => getComputedStyle(e).display") == "none"
 
     widget.scroll_into_view_if_needed()
-    widget.screenshot(path=str(artifacts / "lab_widget_after_run.png"))
-    page.screenshot(path=str(artifacts / "lab_page.png"))
+    widget.screenshot(path=str(artifacts / f"{frontend}_widget_after_run.png"))
+    page.screenshot(path=str(artifacts / f"{frontend}_page.png"))
 
     # a long run (a hard target at the notebook's proximity weight 3) streams progress,
     # and Stop, clicked while the kernel optimises, ends it with a partial result
@@ -49,10 +51,10 @@ def test_quickstart_in_lab(lab, browser_page, widget_driver, artifacts):
     assert "stopped" in stop["after"]["status"], stop
     assert "stopped" in widget.locator(".cfw-after-label").inner_text()
     assert "stopped early" in widget.locator(".cfw-metrics-view").inner_text()
-    widget.screenshot(path=str(artifacts / "lab_widget_stopped.png"))
+    widget.screenshot(path=str(artifacts / f"{frontend}_widget_stopped.png"))
     timings = {"lab_start_s": lab.timings["start_s"], "open_s": t_open, "run_all_s": t_run_all,
                "click_to_final_view_s": res["click_to_final_view_s"], "status": after["status"],
                "stop_click_to_view_s": stop["stop_to_view_s"],
                "stopped_status": stop["after"]["status"]}
-    (artifacts / "lab_timings.json").write_text(json.dumps(timings, indent=2))
+    (artifacts / f"{frontend}_timings.json").write_text(json.dumps(timings, indent=2))
     print(timings)
