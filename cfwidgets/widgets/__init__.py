@@ -61,7 +61,7 @@ Hooks called at run/display time:
 - ``png(img)``: PNG bytes enlarged like the standard views, for your own ``W.Image``.
 - CSS classes for browser tests: ``cfw-widget``, ``cfw-target``, ``cfw-run``, ``cfw-stop``,
   ``cfw-status``, ``cfw-after`` (img), ``cfw-after-label .cfw-pred[data-class]``,
-  ``cfw-error``; ``tests/browser/conftest.py`` has Lab/Voila/Chromium fixtures and a
+  ``cfw-error``, ``cfw-path`` (trajectory slider); ``tests/browser/conftest.py`` has Lab/Voila/Chromium fixtures and a
   ``widget_driver`` that uses them.
 
 Widget updates from the worker thread are plain trait assignments (safe in ipykernel);

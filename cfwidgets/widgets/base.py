@@ -516,6 +516,7 @@ class CounterfactualWidget(W.VBox):
             value=0, min=0, max=0, description="path", disabled=True, continuous_update=True,
             readout=False, tooltip="Scrub through the optimisation path (snapshots).",
             style={"description_width": "40px"}, layout=W.Layout(width="360px"))
+        self.trajectory_slider.add_class("cfw-path")
         self.trajectory_label = W.HTML("", layout=W.Layout(width="160px"))
         self.trajectory_slider.observe(self._on_scrub, names=["value"])
         self.trajectory_row = W.HBox([self.trajectory_slider, self.trajectory_label])

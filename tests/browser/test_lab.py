@@ -42,6 +42,19 @@ def test_quickstart(frontend, request, browser_page, widget_driver, artifacts):
 
     widget.scroll_into_view_if_needed()
     widget.screenshot(path=str(artifacts / f"{frontend}_widget_after_run.png"))
+
+    # scrub the path back to its start (keyboard on the slider handle) and forward again
+    handle = widget.locator(".cfw-path .noUi-handle")
+    handle.focus()
+    handle.press("Home")
+    page.wait_for_function(
+        "w => /step 0\\)/.test(w.querySelector('.cfw-after-label').textContent)",
+        arg=widget.element_handle())
+    handle.press("End")
+    page.wait_for_function(
+        "w => !/\\(step/.test(w.querySelector('.cfw-after-label').textContent)",
+        arg=widget.element_handle())
+    assert widget_driver.state(widget)["pred"] == NEW_TARGET
     page.screenshot(path=str(artifacts / f"{frontend}_page.png"))
 
     # a long run (a hard target at the notebook's proximity weight 3) streams progress,
