@@ -301,6 +301,24 @@ def test_difference_map_range_and_colour_bar():
     assert f"+{vmax:g}" in w.colorbar_text.value
 
 
+class _FakeAE(nn.Module):
+    """Stands in for class autoencoders: ``reconstruct(x, classes)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+
+    def reconstruct(self, x, classes):
+        return x * 0.9 if classes is None else x * 0.8
+
+
+def test_realism_metrics_when_autoencoders_are_given():
+    w = make_widget(autoencoders=_FakeAE())
+    w.run(block=True)
+    assert {"im1", "im2"} <= set(w.metrics)
+    assert "IM1" in w.metrics_view.value and "IM2" in w.metrics_view.value
+
+
 def test_static_fallback_without_a_kernel():
     w = make_widget()
     bundle = w._repr_mimebundle_()

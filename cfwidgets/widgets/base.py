@@ -618,7 +618,7 @@ class CounterfactualWidget(W.VBox):
                 f"<span style='font-size:12px'>#{self.index} of {self.n_inputs}: {lab}model "
                 f"says <b>{html.escape(self.class_names[pred])}</b> "
                 f"({float(self._probs_before[pred]):.2f})</span>")
-        if hasattr(self, "before_image"):
+        if hasattr(self, "before_image") and isinstance(x, Tensor):
             self.before_image.value = self._png(x[0])
             self.before_label.value = self._caption("before", self._probs_before)
             self.show_images(None)
