@@ -153,7 +153,7 @@ def test_tiny_budget_training_decreases_loss(tmp_path):
     ck = tmp_path / "gen.pt"
     logs: list[str] = []
     kw = dict(config=cfg, batch_size=16, lr=3e-3, warmup=5, consistency_start=10,
-              consistency_every=2, eval_every=0, eval_n=8, log_every=10, max_imdb=2000,
+              consistency_every=2, eval_every=0, eval_n=0, log_every=10, max_imdb=2000,
               sentiment_source="weak", log=logs.append)
     train_text_generator(ck, clf, steps=60, **kw)
     hist = torch.load(ck, weights_only=True)["state"]["history"]
@@ -163,3 +163,18 @@ def test_tiny_budget_training_decreases_loss(tmp_path):
     train_text_generator(ck, clf, steps=70, **kw)
     assert any("resumed" in line and "step 60" in line for line in logs)
     assert torch.load(ck, weights_only=True)["state"]["step"] == 70
+
+
+def test_lm_perplexity_and_training(tmp_path):
+    from cfwidgets.models.text_lm import TextLMConfig, train_text_lm
+
+    torch.manual_seed(0)
+    cfg = TextLMConfig(n_embd=32, n_layer=1, n_head=2)
+    lm, metrics = train_text_lm(tmp_path / "lm.pt", config=cfg, steps=40, batch_size=16,
+                                lr=5e-3, warmup=5, max_imdb=1000, eval_every=0, log=None)
+    hist = torch.load(tmp_path / "lm.pt", weights_only=True)["state"]
+    assert hist["step"] == 40 and metrics["test_ppl"] < 4096
+    ppl = lm.perplexity(["the jokes fall flat .", "flat the . jokes fall"])
+    assert ppl.shape == (2,) and (ppl > 1).all()
+    with pytest.raises(TypeError):
+        lm.perplexity("a string")

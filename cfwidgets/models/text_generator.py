@@ -623,7 +623,8 @@ def _make_batch(corpus: _GenCorpus, idx: Sequence[int], masker: AttributeMasker,
 def evaluate_text_generator(gen: TextGenerator, texts: Sequence[str],
                             sentiment: Sequence[float], clf: TextClassifier | None = None,
                             batch_size: int = 128, mask_attributes=True,
-                            mode: str = "greedy", beams: int = 1) -> dict:
+                            mode: str = "greedy", beams: int = 1,
+                            return_texts: bool = False) -> dict:
     """Quality gates of the generator on normalised sentences.
 
     * ``token_acc``: teacher-forced next-token accuracy (source masked as at explain time)
@@ -634,6 +635,8 @@ def evaluate_text_generator(gen: TextGenerator, texts: Sequence[str],
       sentiment code is classified as the flipped label; ``recon_agree``: share whose
       reconstruction keeps the classifier's label of the source; ``flip_bleu``: BLEU of
       the flipped decodes to the sources (content kept).
+
+    ``return_texts`` adds the lists ``sources``, ``recons`` and ``flips``.
     """
     import sacrebleu
 
@@ -688,6 +691,8 @@ def evaluate_text_generator(gen: TextGenerator, texts: Sequence[str],
         out["control"] = float((p_flip == w).float().mean())
         out["recon_agree"] = float((p_rec == p_src).float().mean())
         out["flip_changed_label"] = float((p_flip != p_src).float().mean())
+    if return_texts:
+        out.update(sources=hyps_src, recons=recon, flips=flipped)
     out["examples"] = [{"source": s, "recon": r, "flipped": f}
                        for s, r, f in list(zip(hyps_src, recon, flipped, strict=True))[:8]]
     gen.train(was)
@@ -830,6 +835,8 @@ def train_text_generator(
             "im_sampler": im_sampler.state()})
 
     def run_eval():
+        if eval_n <= 0:
+            return {"step": state["step"], "elapsed": elapsed()}
         ev = evaluate_text_generator(gen, rt_test.texts[:eval_n], rt_test.labels[:eval_n], clf)
         n_im = min(200, eval_n)
         ev_im = evaluate_text_generator(gen, load_imdb_sentences("test").texts[:n_im],
