@@ -60,3 +60,23 @@ def _wachter() -> Case:
 
 
 CASES["wachter"] = _wachter
+
+
+def _attribute_method(cls_name: str, **fast) -> Callable[[], Case]:
+    """GCI / AIP on digits with the zoo's conditional VAE (mnist/cvae)."""
+
+    def build() -> Case:
+        from cfwidgets import methods, zoo
+
+        clf = zoo.load("mnist/cnn", device="cpu", progress=False)
+        gen = zoo.load("mnist/cvae", device="cpu", progress=False)
+        x, t = mnist_queries()
+        return Case(getattr(methods, cls_name)(clf, gen), x, t, fast={"steps": 20, **fast},
+                    classifier=clf)
+
+    return build
+
+
+CASES["gci"] = _attribute_method("GCI")
+CASES["aip"] = _attribute_method("AIP")
+CASES["aip-restarts"] = _attribute_method("AIP", restarts=2)

@@ -369,12 +369,14 @@ class ConditionalVAE(nn.Module):
             checkpoint carries them).
         z_dim: latent size.
         width: hidden width unit (encoder 2w, decoder 2w -> 4w -> 784).
+        enc_hidden, dec_hidden: explicit hidden sizes (override ``width``).
         measure: optional ``x -> (B, n_continuous)`` natural-unit measurement of the
             continuous attributes (e.g. :func:`cfwidgets.data.morphometrics`).
     """
 
     def __init__(self, spec: AttributeSpec, z_dim: int = 8, width: int = 32,
-                 measure: str | None = None) -> None:
+                 measure: str | None = None, enc_hidden: int | None = None,
+                 dec_hidden: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.input_shape = (1, 28, 28)
         self.z_dim = int(z_dim)
@@ -388,11 +390,13 @@ class ConditionalVAE(nn.Module):
         d = spec.dim
         self.a_dim = d
         h = int(width)
-        self.enc = nn.Sequential(nn.Linear(784 + d, 2 * h), nn.LeakyReLU(0.2, inplace=True))
-        self.enc_out = nn.Linear(2 * h, 2 * self.z_dim)
-        self.dec1 = nn.Linear(self.z_dim + d, 2 * h)
-        self.dec2 = nn.Linear(2 * h + d, 4 * h)
-        self.dec3 = nn.Linear(4 * h + d, 784)
+        he = int(enc_hidden or 2 * h)
+        h1, h2 = (int(v) for v in (dec_hidden or (2 * h, 4 * h)))
+        self.enc = nn.Sequential(nn.Linear(784 + d, he), nn.LeakyReLU(0.2, inplace=True))
+        self.enc_out = nn.Linear(he, 2 * self.z_dim)
+        self.dec1 = nn.Linear(self.z_dim + d, h1)
+        self.dec2 = nn.Linear(h1 + d, h2)
+        self.dec3 = nn.Linear(h2 + d, 784)
         self.attribute_net = AttributeNet(spec)
 
     # ----------------------------------------------------------------- protocol
