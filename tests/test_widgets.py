@@ -292,6 +292,23 @@ def test_views_trajectory_input_and_target_changes():
     assert w.target != int(w._probs_before.argmax())
 
 
+def test_path_slider_sends_max_before_value():
+    """In one message a front end may clamp the new value to the old max (the handle then
+    sits at the start while the model says "last snapshot"): max goes first, alone."""
+    w = make_widget(defaults={"steps": 40, "record_every": 2, "confidence": 0.9999})
+    sent = []
+    orig = w.trajectory_slider.send_state
+
+    def record(key=None):
+        sent.append(sorted(key) if isinstance(key, (list, set, tuple)) else [key])
+        return orig(key)
+
+    w.trajectory_slider.send_state = record
+    w.run(block=True)
+    keys = [k for k in sent if "max" in k or "value" in k]
+    assert keys[:2] == [["max"], ["value"]], sent
+
+
 def test_difference_map_range_and_colour_bar():
     w = make_widget()
     res = w.run(block=True)

@@ -671,10 +671,11 @@ class CounterfactualWidget(W.VBox):
         self.result = None
         self.metrics = {}
         if hasattr(self, "trajectory_slider"):
-            with self.trajectory_slider.hold_sync():
-                self._scrub_quiet = True
+            self._scrub_quiet = True
+            try:
+                self.trajectory_slider.value = 0  # value first, then max (see above)
                 self.trajectory_slider.max = 0
-                self.trajectory_slider.value = 0
+            finally:
                 self._scrub_quiet = False
             self.trajectory_slider.disabled = True
             self.trajectory_label.value = ""
@@ -687,10 +688,13 @@ class CounterfactualWidget(W.VBox):
     def _set_trajectory(self, result: CounterfactualResult) -> None:
         traj = result.trajectory
         n = 0 if traj is None else len(traj)
-        with self.trajectory_slider.hold_sync():
-            self._scrub_quiet = True
+        # two messages, max first: in one message a front end may clamp the new value to
+        # the old max and show the handle at the start while the model says "last"
+        self._scrub_quiet = True
+        try:
             self.trajectory_slider.max = max(0, n - 1)
             self.trajectory_slider.value = max(0, n - 1)
+        finally:
             self._scrub_quiet = False
         self.trajectory_slider.disabled = n <= 1
         self._trajectory_caption(n - 1, result)

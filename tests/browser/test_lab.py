@@ -43,17 +43,28 @@ def test_quickstart(frontend, request, browser_page, widget_driver, artifacts):
     widget.scroll_into_view_if_needed()
     widget.screenshot(path=str(artifacts / f"{frontend}_widget_after_run.png"))
 
-    # scrub the path back to its start (keyboard on the slider handle) and forward again
-    handle = widget.locator(".cfw-path .noUi-handle")
-    handle.focus()
-    handle.press("Home")
+    # scrub the path: drag the handle past the track's ends (clamps to first/last snapshot);
+    # the handle must start at the end (the last snapshot is what the after image shows)
+    track = widget.locator(".cfw-path .noUi-target").bounding_box()
+    handle = widget.locator(".cfw-path .noUi-handle").bounding_box()
+    assert handle["x"] + handle["width"] / 2 > track["x"] + 0.9 * track["width"], (handle, track)
+    y = track["y"] + track["height"] / 2
+
+    def drag_to(x_end):
+        h = widget.locator(".cfw-path .noUi-handle").bounding_box()
+        page.mouse.move(h["x"] + h["width"] / 2, h["y"] + h["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(x_end, y, steps=8)
+        page.mouse.up()
+
+    drag_to(track["x"] - 40)
     page.wait_for_function(
         "w => /step 0\\)/.test(w.querySelector('.cfw-after-label').textContent)",
-        arg=widget.element_handle())
-    handle.press("End")
+        arg=widget.element_handle(), timeout=20_000)
+    drag_to(track["x"] + track["width"] + 40)
     page.wait_for_function(
         "w => !/\\(step/.test(w.querySelector('.cfw-after-label').textContent)",
-        arg=widget.element_handle())
+        arg=widget.element_handle(), timeout=20_000)
     assert widget_driver.state(widget)["pred"] == NEW_TARGET
     page.screenshot(path=str(artifacts / f"{frontend}_page.png"))
 
