@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-__all__ = ["AttributeRanking", "rank_attributes"]
+__all__ = ["AttributeRanking", "rank_attributes", "aggregate"]
 
 
 @dataclass
@@ -44,7 +44,7 @@ class AttributeRanking:
     share_changed: Tensor  # (A,)
     flip_rate: float
     n: int
-    n_success: int
+    n_success: int  # valid (and, by default, faithful) counterfactuals aggregated
     sufficiency: Tensor | None = None  # (A,) flip rate with only attribute i free
     method: str = ""
     meta: dict = field(default_factory=dict)
@@ -79,8 +79,9 @@ class AttributeRanking:
         rows = self.table()
         head = "".join(f"<th>{k}</th>" for k in rows[0])
         body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in r.values()) + "</tr>" for r in rows)
-        cap = (f"{self.method}: {self.n_success}/{self.n} counterfactuals valid "
-               f"({self.flip_rate:.0%}); ranked by mean |change|")
+        cap = (f"{self.method}: flip rate {self.flip_rate:.0%} on {self.n} queries; "
+               f"{self.n_success} valid counterfactuals with a faithful reconstruction, ranked by "
+               f"mean |change|")
         return (f'<table class="cfw-table"><caption>{cap}</caption><thead><tr>{head}</tr></thead>'
                 f"<tbody>{body}</tbody></table>")
 
@@ -108,8 +109,8 @@ def _runner_up(classifier, x: Tensor, batch_size: int) -> Tensor:
 
 
 def rank_attributes(method, x: Tensor, target: Tensor | int | None = None, *, tol: float = 0.1,
-                    sufficiency: bool = False, batch_size: int = 256, generator=0,
-                    **knobs) -> AttributeRanking:
+                    sufficiency: bool = False, faithful_only: bool = True, batch_size: int = 256,
+                    generator=0, **knobs) -> AttributeRanking:
     """Explain every query in ``x`` and rank the attributes by how much the valid
     counterfactuals change them.
 
@@ -119,6 +120,8 @@ def rank_attributes(method, x: Tensor, target: Tensor | int | None = None, *, to
         x: queries ``(N, C, H, W)``.
         target: target class(es); default: each query's runner-up class.
         tol: the change (comparable units) above which an attribute counts as changed.
+        faithful_only: aggregate only queries whose reconstruction keeps the class (see
+            :func:`aggregate`).
         sufficiency: also run once per attribute with every *other* attribute locked and
             report the flip rate (costs one extra pass per attribute).
         knobs: passed to ``method.explain`` (e.g. ``steps``, ``sparsity_weight``).
@@ -142,21 +145,15 @@ def rank_attributes(method, x: Tensor, target: Tensor | int | None = None, *, to
                                 **{**knobs, **extra}) for s in range(0, len(x), batch_size)]
         res = parts[0] if len(parts) == 1 else stack_results(parts)
         if len(parts) > 1:  # stack_results keeps the first meta: concatenate the per-row parts
-            for key in ("attribute_changes", "attribute_deltas"):
+            for key in ("attribute_changes", "attribute_deltas", "rec_keeps_class"):
                 res.meta[key] = torch.cat([p.meta[key] for p in parts])
         return res
 
     res = run()
     spec = method.attribute_spec
-    ok = res.success
-    ch = res.meta["attribute_changes"][ok].float()
-    nat = res.meta["attribute_deltas"][ok].float()
     a = len(spec)
-    if len(ch):
-        mean_abs, mean, share = ch.abs().mean(0), nat.mean(0), (ch.abs() > tol).float().mean(0)
-    else:
-        mean_abs = mean = share = torch.zeros(a)
-    suff = None
+    out = aggregate(res, tol=tol, faithful_only=faithful_only)
+    out.meta.update({"target": target, "knobs": dict(knobs)})
     if sufficiency:
         base = dict(knobs).get("attribute_weights") or (1.0,) * a
         base = spec.weights(base)
@@ -166,10 +163,33 @@ def rank_attributes(method, x: Tensor, target: Tensor | int | None = None, *, to
             w[i] = base[i] if base[i] < LOCK_WEIGHT else 1.0
             r = run(attribute_weights=tuple(w.tolist()))
             rates.append(float(r.success.float().mean()))
-        suff = torch.tensor(rates)
+        out.sufficiency = torch.tensor(rates)
+    return out
+
+
+def aggregate(result, tol: float = 0.1, faithful_only: bool = True) -> AttributeRanking:
+    """An :class:`AttributeRanking` from one (batched) attribute result: mean ``|change|``
+    over its valid counterfactuals (see the module docstring). ``faithful_only``: skip
+    queries whose reconstruction ``G(x, a0)`` the classifier already labels differently
+    from ``x`` (their "counterfactual" starts on the other side: it measures the
+    generator's error, not the classifier)."""
+    m = result.meta
+    if "attribute_changes" not in m:
+        raise ValueError(f"result of {result.method!r} carries no attribute changes (use GCI or AIP).")
+    ok = result.success
+    faithful = m.get("rec_keeps_class")
+    if faithful_only and faithful is not None:
+        ok = ok & faithful.bool()
+    ch = m["attribute_changes"][ok].float()
+    nat = m["attribute_deltas"][ok].float()
+    a = len(m["attribute_names"])
+    if len(ch):
+        mean_abs, mean, share = ch.abs().mean(0), nat.mean(0), (ch.abs() > tol).float().mean(0)
+    else:
+        mean_abs = mean = share = torch.zeros(a)
     return AttributeRanking(
-        names=list(spec.names), units=list(spec.units), mean_abs_change=mean_abs, mean_change=mean,
-        share_changed=share, flip_rate=float(ok.float().mean()), n=len(x), n_success=int(ok.sum()),
-        sufficiency=suff, method=res.meta.get("title", res.method),
-        meta={"target": target, "knobs": dict(knobs), "tol": tol},
+        names=list(m["attribute_names"]), units=list(m["attribute_units"]), mean_abs_change=mean_abs,
+        mean_change=mean, share_changed=share, flip_rate=float(result.success.float().mean()),
+        n=len(result), n_success=int(ok.sum()), method=m.get("title", result.method),
+        meta={"tol": tol, "faithful_share": None if faithful is None else float(faithful.float().mean())},
     )

@@ -272,6 +272,9 @@ class AIP(CounterfactualMethod):
             "a_path": torch.stack([p[idx] for p in a_path], 1),  # (B, T, dim)
             "z_path": torch.stack([p[idx] for p in z_path], 1),  # (B, T, Dz)
             "x_rec": x_rec, "probs_rec": probs_rec,
+            # False where the generator's reconstruction G(x, a0) is already classified
+            # differently from x: its counterfactual says more about the generator than f
+            "rec_keeps_class": probs_rec.argmax(1) == probs.argmax(1),
             "restart": idx // b,
             "locked": [n for n, lk in zip(spec.names, locked.tolist(), strict=True) if lk],
             "attribute_spec": spec.to_dict(),

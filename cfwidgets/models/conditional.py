@@ -44,6 +44,7 @@ __all__ = [
     "project_simplex",
     "AttributeNet",
     "ConditionalVAE",
+    "ShapeTemplateCVAE",
     "KINDS",
 ]
 
@@ -463,3 +464,64 @@ class ConditionalVAE(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # reconstruction (B, 1, 28, 28)
         a = self.attributes(x)
         return self.decode(self.encode_with(x, a)[0], a)
+
+
+class ShapeTemplateCVAE(ConditionalVAE):
+    """A *structured* conditional VAE for the synthetic shapes: the decoder learns the
+    outline of each shape in a canonical frame (centred, upright, size ``canonical``,
+    brightness 1) from ``(shape, stroke, z)``, and places it with a differentiable
+    affine warp (a spatial transformer) built from the geometric attributes (size,
+    rotation, position) and scaled by the brightness.
+
+    Why: an MLP decoder trained within the CPU budget drew blurred rings for every shape
+    (the shapes classifier recognised 39% of its reconstructions). Position, rotation,
+    size and brightness act on an image in a known way; building that in leaves the
+    generator to learn what is not known: the shapes and their strokes. Consequence: the
+    control of the geometric factors and of brightness is exact by construction (the
+    control report shows it); the shape and stroke are learned.
+
+    Expects the attribute layout of ``attribute_spec("shapes")``: size, rotation, pos_x,
+    pos_y, stroke, brightness (continuous) and the shape (categorical).
+    """
+
+    canonical = 8.0
+
+    def __init__(self, spec: AttributeSpec, z_dim: int = 2, width: int = 32, measure: str | None = None,
+                 enc_hidden: int | None = None, dec_hidden: tuple[int, int] | None = None) -> None:
+        expect = ("size", "rotation", "pos_x", "pos_y", "stroke", "brightness")
+        if tuple(spec.names[:6]) != expect or spec.kinds[6] != "categorical":
+            raise ValueError(f"ShapeTemplateCVAE needs the shapes attributes {expect} + a shape category, "
+                             f"got {spec.names}")
+        super().__init__(spec, z_dim, width, measure, enc_hidden, dec_hidden)
+        n_shapes = len(spec.categories[6])
+        h1, h2 = (int(v) for v in (dec_hidden or (2 * width, 4 * width)))
+        # the template sees the shape, the stroke in canonical units and z
+        self.dec1 = nn.Linear(self.z_dim + n_shapes + 1, h1)
+        self.dec2 = nn.Linear(h1 + n_shapes + 1, h2)
+        self.dec3 = nn.Linear(h2 + n_shapes + 1, 784)
+        ys, xs = torch.meshgrid(torch.arange(28.0) - 13.5, torch.arange(28.0) - 13.5, indexing="ij")
+        self.register_buffer("_px", xs.reshape(1, -1), persistent=False)
+        self.register_buffer("_py", ys.reshape(1, -1), persistent=False)
+
+    def template_logits(self, z: Tensor, shape: Tensor, stroke_canonical: Tensor) -> Tensor:
+        """``(B, 1, 28, 28)`` logits of the canonical outline."""
+        c = torch.cat([shape, stroke_canonical[:, None] / 3.0], 1)
+        h = F.leaky_relu(self.dec1(torch.cat([z, c], 1)), 0.2)
+        h = F.leaky_relu(self.dec2(torch.cat([h, c], 1)), 0.2)
+        return self.dec3(torch.cat([h, c], 1)).view(-1, 1, 28, 28)
+
+    def decode_logits(self, z: Tensor, a: Tensor) -> Tensor:
+        nat = a[:, :6] * self.attr_std[:6] + self.attr_mean[:6]
+        size, rot, cx, cy, stroke, bright = (nat[:, i] for i in range(6))
+        size = size.clamp_min(1.0)
+        k = self.canonical / size  # output px -> canonical px
+        tmpl = torch.sigmoid(self.template_logits(z, a[:, 6:], stroke * k))
+        # the renderer's convention: canonical = R(theta) (p - centre), y down
+        th = torch.deg2rad(rot)[:, None]
+        px, py = self._px - cx[:, None], self._py - cy[:, None]
+        qx = (torch.cos(th) * px - torch.sin(th) * py) * k[:, None]
+        qy = (torch.sin(th) * px + torch.cos(th) * py) * k[:, None]
+        grid = torch.stack([qx / 13.5, qy / 13.5], -1).view(-1, 28, 28, 2)
+        img = F.grid_sample(tmpl, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        img = (img * bright.clamp(0, 1).view(-1, 1, 1, 1)).clamp(1e-4, 1 - 1e-4)
+        return torch.log(img) - torch.log1p(-img)

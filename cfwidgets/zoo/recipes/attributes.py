@@ -5,8 +5,9 @@ recipe                  model
 ======================  ================================================================
 mnist/cvae              ConditionalVAE on MNIST-5k train; attributes: the 5 digit
                         morphometrics (z-scored) + the digit (categorical)
-shapes/cvae             ConditionalVAE on the synthetic shapes; attributes: the 6 true
-                        factors (z-scored) + the shape (categorical)
+shapes/cvae             ShapeTemplateCVAE (structured: learned outline templates, warped by
+                        size / rotation / position, scaled by brightness) on the synthetic
+                        shapes; attributes: the 6 true factors (z-scored) + the shape
 shapes/factors          AttributeNet trained on *fresh* rendered shapes: an independent
                         judge of the factors of generated images (never used in training
                         the generator)
@@ -51,7 +52,7 @@ from ...data.shapes import (
     make_shapes,
 )
 from ...models.classifiers import ConvNet
-from ...models.conditional import AttributeNet, AttributeSpec, ConditionalVAE
+from ...models.conditional import AttributeNet, AttributeSpec, ConditionalVAE, ShapeTemplateCVAE
 from ..core import Recipe, TrainContext, register
 from ..training import batches, train_classifier
 
@@ -297,9 +298,9 @@ def train_conditional_vae(model: ConditionalVAE, x: Tensor, a: Tensor, x_test: T
 def _cvae_model(dataset: str):
     def make(cfg: dict) -> ConditionalVAE:
         measure = "morphometrics" if dataset == "mnist" else None
-        return ConditionalVAE(attribute_spec(dataset), z_dim=int(cfg["z_dim"]), width=int(cfg["width"]),
-                              measure=measure, enc_hidden=cfg.get("enc_hidden"),
-                              dec_hidden=cfg.get("dec_hidden"))
+        cls = ShapeTemplateCVAE if cfg.get("structured") else ConditionalVAE
+        return cls(attribute_spec(dataset), z_dim=int(cfg["z_dim"]), width=int(cfg["width"]),
+                   measure=measure, enc_hidden=cfg.get("enc_hidden"), dec_hidden=cfg.get("dec_hidden"))
     return make
 
 
@@ -393,14 +394,16 @@ register(Recipe(
 
 register(Recipe(
     name="shapes/cvae",
-    version=2,
-    description="conditional VAE g(z, a) on the synthetic shapes with the 6 true factors + shape as "
-                "attributes (stands in for GCI/AIP's GAN editors)",
+    version=3,
+    description="structured conditional VAE g(z, a) on the synthetic shapes (learned outline "
+                "templates warped by size/rotation/position, scaled by brightness) with the 6 true "
+                "factors + shape as attributes (stands in for GCI/AIP's GAN editors)",
     make_model=_cvae_model("shapes"),
     train=_train_cvae("shapes"),
-    # a shape is fully given by its class and 6 factors: a tiny latent, a wide decoder
-    config={"z_dim": 2, "width": 32, "enc_hidden": 32, "dec_hidden": [256, 384], "epochs": 30,
-            "r_epochs": 5, "lr": 2e-3, "r_lr": 3e-3, "batch_size": 64, "beta": 1.0,
+    # a shape is fully given by its class and 6 factors: a tiny latent; the structured
+    # decoder (ShapeTemplateCVAE) learns the outlines and warps them by the geometry
+    config={"z_dim": 2, "width": 32, "enc_hidden": 32, "dec_hidden": [128, 256], "structured": True,
+            "epochs": 20, "r_epochs": 5, "lr": 2e-3, "r_lr": 3e-3, "batch_size": 64, "beta": 1.0,
             "attr_weight": 10.0, "kl_warmup": 0.2, "n_train": None, "n_control": 500,
             "extra_shapes": 16000},
     reduced={"epochs": 2, "r_epochs": 2, "n_train": 1000, "n_control": 100, "extra_shapes": 0},
