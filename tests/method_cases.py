@@ -80,3 +80,52 @@ def _attribute_method(cls_name: str, **fast) -> Callable[[], Case]:
 CASES["gci"] = _attribute_method("GCI")
 CASES["aip"] = _attribute_method("AIP")
 CASES["aip-restarts"] = _attribute_method("AIP", restarts=2)
+
+
+@lru_cache(maxsize=None)
+def review_queries(n: int = 3) -> tuple[list[str], Tensor]:
+    """``n`` short held-out review sentences and the other class as targets (the shipped
+    reviews/clf; the case is skipped where the text models are not available)."""
+    import pytest
+
+    from cfwidgets import zoo
+    from cfwidgets.data.text import load_reviews
+
+    try:
+        clf = zoo.load("reviews/clf", device="cpu", train=False, progress=False)
+    except (KeyError, zoo.ZooError) as e:
+        pytest.skip(f"text models not available: {e}")
+    texts = [t for t in load_reviews("test").texts if 6 <= len(t.split()) <= 14][:n]
+    with torch.no_grad():
+        target = 1 - clf(texts).argmax(1)
+    return texts, target
+
+
+def _text_method(cls_name: str, **fast) -> Callable[[], Case]:
+    """HotFlip / AIP-text on review sentences with the shipped text models."""
+
+    def build() -> Case:
+        import pytest
+
+        from cfwidgets import methods, zoo
+
+        x, t = review_queries()
+        clf = zoo.load("reviews/clf", device="cpu", train=False, progress=False)
+        if cls_name == "HotFlip":
+            method = methods.HotFlip(clf)
+        else:
+            try:
+                gen = zoo.load("reviews/gen", device="cpu", train=False, progress=False)
+            except zoo.ZooError as e:
+                pytest.skip(f"reviews/gen not available: {e}")
+            method = methods.AIPText(clf, gen)
+        return Case(method, x, t, fast=fast, classifier=clf)
+
+    return build
+
+
+# confidence near 1 so that no sentence finishes before the Stop test's third step
+CASES["hotflip"] = _text_method("HotFlip", max_flips=4, beam=2, candidates=10, confidence=0.999)
+CASES["aip_text"] = _text_method("AIPText", steps=4, decode_every=2, restarts=1, confidence=0.999)
+CASES["aip_text-restarts"] = _text_method("AIPText", steps=4, decode_every=2, restarts=2,
+                                          confidence=0.999, decode="beam", beams=2)

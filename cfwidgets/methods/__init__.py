@@ -21,6 +21,8 @@ SKIPPED: dict[str, str] = {}
 _OPTIONAL = [
     ("gci", "GCI"),
     ("aip", "AIP"),
+    ("hotflip", "HotFlip"),
+    ("aip_text", "AIPText"),
 ]
 
 for _mod, _cls in _OPTIONAL:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 __all__ = ["png_bytes", "img_tag", "diff_rgb", "result_html", "report_html", "grid_png",
            "colorbar_png", "diff_range", "DIFF_RANGES", "prob_bars_html", "loss_svg", "metrics_html", "DIFF_CMAP", "CSS",
-           "CLASS_COLORS"]
+           "CLASS_COLORS", "word_diff_html", "TEXT_CSS"]
 
 DIFF_CMAP = "RdBu_r"
 
@@ -184,18 +184,61 @@ def result_html(result, max_rows: int = 8, scale: int = 4) -> str:
     return f"{CSS}<div>{summary}<table class='cfw-result'>{head}{''.join(rows)}</table>{legend}{more}</div>"
 
 
+TEXT_CSS = """
+<style>
+.cfw-diff{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;font-size:13px;line-height:1.6;text-align:left}
+.cfw-diff del{background:#ffebe9;color:#82071e;text-decoration:line-through;padding:0 2px;border-radius:2px}
+.cfw-diff ins{background:#dafbe1;color:#116329;text-decoration:none;font-weight:600;padding:0 2px;border-radius:2px}
+</style>
+"""
+
+
+def word_diff_html(source: str, counterfactual: str) -> str:
+    """An inline word-level diff: deleted words struck through in red (``<del>``),
+    inserted words in green (``<ins>``), a replacement as both; words are whitespace
+    tokens (the text models' normalised text has punctuation as separate tokens)."""
+    import difflib
+
+    a, b = str(source).split(), str(counterfactual).split()
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append(html.escape(" ".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            out.append(f"<del title='removed'>{html.escape(' '.join(a[i1:i2]))}</del>")
+        if j2 > j1:
+            out.append(f"<ins title='inserted'>{html.escape(' '.join(b[j1:j2]))}</ins>")
+    return f"<span class='cfw-diff'>{' '.join(out)}</span>"
+
+
 def _text_result_html(result, max_rows: int, names) -> str:
     rows = []
-    for i in range(min(len(result), max_rows)):
+    n = min(len(result), max_rows)
+    for i in range(n):
         ok = bool(result.success[i])
+        t = int(result.target[i])
         rows.append(
-            f"<tr><td>{i}</td><td style='text-align:left'>{html.escape(result.x[i])}</td>"
-            f"<td style='text-align:left'>{html.escape(result.x_cf[i])}</td>"
+            f"<tr><td>{i}</td><td class='cfw-diff'>{html.escape(result.x[i])}</td>"
+            f"<td class='cfw-diff'>{word_diff_html(result.x[i], result.x_cf[i])}</td>"
             f"<td>{_class_label(names, int(result.pred[i]))} &rarr; <span class='{'cfw-ok' if ok else 'cfw-bad'}'>"
-            f"{_class_label(names, int(result.pred_cf[i]))}</span></td></tr>"
+            f"{_class_label(names, int(result.pred_cf[i]))}</span></td>"
+            f"<td>{_class_label(names, t)}</td><td>{float(result.target_prob[i]):.3f}</td></tr>"
         )
-    head = "<tr><th>#</th><th>query</th><th>counterfactual</th><th>prediction</th></tr>"
-    return f"{CSS}<table class='cfw-result'>{head}{''.join(rows)}</table>"
+    head = ("<tr><th>#</th><th>query</th><th>counterfactual (word diff)</th><th>prediction</th>"
+            "<th>target</th><th>p(target)</th></tr>")
+    more = f"<p class='cfw-legend'>showing {n} of {len(result)} rows</p>" if len(result) > n else ""
+    status = (" <span class='cfw-stopped'>stopped early: partial result</span>"
+              if result.stopped else "")
+    title = html.escape(str(result.meta.get("title", result.method)))
+    summary = (
+        f"<p><b>{title}</b>{status}: {int(result.success.sum())}/{len(result)} reached the target; "
+        f"{result.meta.get('wall_time_s', float('nan')):.2f} s on "
+        f"{html.escape(str(result.meta.get('device', '?')))}</p>")
+    legend = ("<p class='cfw-legend'>word diff: <del style='background:#ffebe9;color:#82071e'>removed</del> "
+              "<ins style='background:#dafbe1;color:#116329;text-decoration:none'>inserted</ins></p>")
+    return (f"{CSS}{TEXT_CSS}<div>{summary}<table class='cfw-result'>{head}{''.join(rows)}</table>"
+            f"{legend}{more}</div>")
 
 
 def report_html(title: str, sections: Mapping[str, str], table_html: str = "", intro: str = "") -> str:

