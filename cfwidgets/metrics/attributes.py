@@ -191,11 +191,14 @@ def control_report(
     return rows
 
 
-def format_control(report: dict) -> str:
-    """A small text table of :func:`control_report`."""
+def format_control(report: dict, order: Sequence[str] | None = None) -> str:
+    """A small text table of :func:`control_report` (rows in ``order``, e.g. the
+    generator's ``attribute_names``, when given)."""
     cols = ["corr", "gain", "mae_std", "mae", "unit", "off_target", "class_kept", "accuracy"]
     used = [c for c in cols if any(c in r for r in report.values())]
     lines = ["attribute   " + "  ".join(f"{c:>10}" for c in used)]
-    for name, r in report.items():
+    names = [n for n in (order or ()) if n in report] + [n for n in report if n not in (order or ())]
+    for name in names:
+        r = report[name]
         lines.append(f"{name:<11} " + "  ".join(f"{str(r.get(c, '')):>10}" for c in used))
     return "\n".join(lines)

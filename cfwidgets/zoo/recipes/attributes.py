@@ -354,7 +354,7 @@ def _train_cvae(dataset: str):
         report = control_report(model, xt[:n_ctrl], judge, classifier=clf)
         from ...metrics.attributes import format_control
 
-        ctx.say("control (requested vs re-measured change):\n" + format_control(report))
+        ctx.say("control (requested vs re-measured change):\n" + format_control(report, spec.names))
         metrics["control"] = report
         with torch.no_grad():
             xr = model(xt[:n_ctrl].to(ctx.device))
