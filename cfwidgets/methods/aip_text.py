@@ -71,7 +71,7 @@ import hashlib
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -331,6 +331,9 @@ class AIPText(TextCounterfactualMethod):
         b, r_n = len(texts), cfg.restarts
         n = b * r_n  # rows: restart-major (row = r * b + i)
         search = self._resolve_search(cfg)
+        limit = int(getattr(getattr(gen, "config", None), "max_len", cfg.max_len))
+        if cfg.max_len > limit:  # the knob's range is the zoo generator's; a smaller one caps it
+            cfg = replace(cfg, max_len=limit)
         seed = int(generator.initial_seed())
         pos_k = self._sentiment_index(probs.shape[1])
         with torch.no_grad():
