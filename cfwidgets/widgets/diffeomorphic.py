@@ -101,8 +101,9 @@ class DiffeomorphicWidget(CounterfactualWidget):
             "and show it next to the result.", layout=W.Layout(width=CONTROL_WIDTH))
         self.baseline_toggle.add_class("cfw-baseline-toggle")
         defaults = dict(kwargs.pop("defaults", None) or {})
+        self._base_hidden = tuple(kwargs.pop("hidden", ()))
         super().__init__(self._methods[first], data, defaults=self._for_config(
-            self._methods[first], defaults), **kwargs)
+            self._methods[first], defaults), hidden=self._hidden_for(first), **kwargs)
         self._all_defaults = defaults
         self.generator_dropdown.observe(self._on_generator_change, names=["value"])
 
@@ -136,6 +137,12 @@ class DiffeomorphicWidget(CounterfactualWidget):
             out["proximity_weight"] = 0.0  # the paper's pixel arm: no distance term
         return out
 
+    def _hidden_for(self, generator: str) -> tuple[str, ...]:
+        """The GAN's inversion knobs are shown only for the GAN."""
+        gan_knobs = () if generator == "gan" else tuple(
+            k.name for k in knobs(DiffeomorphicCounterfactual.Config) if k.name.startswith("gan_"))
+        return self._base_hidden + gan_knobs
+
     @property
     def generator(self) -> str:
         return str(self.generator_dropdown.value)
@@ -157,7 +164,11 @@ class DiffeomorphicWidget(CounterfactualWidget):
     def _on_generator_change(self, change) -> None:
         try:
             m = self._methods[change["new"]]
-            self._defaults = self._for_config(m, {**self._all_defaults, **self.knob_values()})
+            keep = {**self._all_defaults, **self.knob_values()}
+            self._defaults = self._for_config(m, keep)
+            self._hidden = self._hidden_for(change["new"])
+            if m.Config is self.method.Config:  # same knobs, other visible set: rebuild here
+                self._build_knob_controls({k: v for k, v in keep.items() if k in self.knob_controls})
             self.set_method(m)
             # the pixel arm has no proximity term; keep the knob at 0 where it is shown
             if "proximity_weight" in self.knob_controls:
