@@ -407,3 +407,15 @@ def test_adapter_base_is_abstract():
     a = TextClassifierAdapter()
     with pytest.raises(NotImplementedError):
         a.tokenize(["x"])
+
+
+def test_transfer_edits_applies_only_anchored_changes():
+    from cfwidgets.methods.aip_text import transfer_edits
+
+    src = "the plot drags and the jokes fall flat ."
+    rec = "the plot drags and the jokes fall short ."  # reconstruction error at the end
+    assert transfer_edits(src, rec, "the plot soars and the jokes fall short .") == (
+        "the plot soars and the jokes fall flat .")
+    assert transfer_edits(src, rec, rec) == src
+    assert transfer_edits("a b c d e", "q r s", "q r t") == "a b c d e"  # nothing anchored
+    assert transfer_edits("a b c", "a b c", "a b c d") == "a b c d"  # insertion at the end
