@@ -7,7 +7,9 @@ generative model conditioned on attributes; instead of editing pixels or tokens,
 iteratively in the *attribute-informed latent space*: the generator's latent code ``z``
 together with its attribute code ``a``, where features are "more robust and semantic".
 
-**Generator** [unverified: the method section could not be read offline]. The paper uses
+**Generator** [unverified: the method section could not be read offline; a search of the
+stored pages (arXiv id + "attribute-informed latent space") found only the abstract,
+which is the source of the [paper] tags above]. The paper uses
 attribute-conditioned generators (an AttGAN/StarGAN-style editor with an encoder for
 images). Here the zoo's conditional VAE ``g(z, a)`` stands in (see
 :mod:`cfwidgets.models.conditional`); the text half (``methods/aip_text.py``) uses a

@@ -8,8 +8,8 @@ answer ``t``?". The answer is an edited image plus the list of attribute changes
 aggregated over many queries (:func:`cfwidgets.analysis.rank_attributes`) it shows what
 the classifier relies on. Shown on MNIST and CelebA.
 
-**Editor** [unverified: the paper's method section could not be read offline; searched
-2025 with the `pages` corpus, only abstracts were found]. The paper uses an attribute-
+**Editor** [unverified: the paper's method section could not be read offline; a search of
+the stored pages (arXiv id + method phrases) found only abstracts]. The paper uses an attribute-
 conditioned GAN editor ``G(x, a')`` (StarGAN/AttGAN family). Here the editor is the zoo's
 conditional VAE (:class:`cfwidgets.models.ConditionalVAE`), ``G(x, a') = g(e(x), a')``
 with ``a0 = r(x)``: a stand-in trained in minutes on CPU (see that module for how it is
