@@ -419,3 +419,14 @@ def test_transfer_edits_applies_only_anchored_changes():
     assert transfer_edits(src, rec, rec) == src
     assert transfer_edits("a b c d e", "q r s", "q r t") == "a b c d e"  # nothing anchored
     assert transfer_edits("a b c", "a b c", "a b c d") == "a b c d"  # insertion at the end
+
+
+def test_hotflip_cuts_inputs_longer_than_the_classifier_reads(tiny_clf):
+    from cfwidgets.methods import HotFlip
+
+    long = " ".join(["a rather long and winding sentence about a film"] * 8) + " ."
+    t = int(_targets(tiny_clf, [long])[0])
+    with pytest.warns(UserWarning, match="exceed the classifier's 64 tokens"):
+        res = HotFlip(tiny_clf).explain([long], t, max_flips=1)
+    assert res.meta["truncated"] == [0] and long.startswith(res.x[0]) and len(res.x[0]) < len(long)
+    assert len(res.x_cf[0].split()) == len(res.x[0].split())
