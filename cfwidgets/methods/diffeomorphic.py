@@ -11,7 +11,7 @@ Papers:
 - Authors' code: ``annahdo/counterfactuals`` (read, not copied).
 
 Tags as in METHODS.md: **[paper]** read in the paper's text (here only the abstract could be
-read: searched 2022-11, the full text was not in the offline corpus), **[code]** read in the
+read: the full text was not in the offline corpus this project could search), **[code]** read in the
 authors' code, **[unverified]** recalled / inferred.
 
 The algorithm (per query ``x``, target ``t``, classifier ``f``, generator ``g``)::

@@ -43,12 +43,17 @@ noise; held-out bits/dim are measured with it too).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .._utils import require
+
+# normflows' LU-parametrised 1x1 convolution calls torch.lu, which torch deprecates with a
+# long warning on every load; the call is correct, so keep notebooks readable
+warnings.filterwarnings("ignore", message=r".*torch\.lu is deprecated.*", category=UserWarning)
 
 __all__ = ["MultiscaleGlow", "dequantize"]
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .core import TrainContext
 
-__all__ = ["augment", "train_classifier", "accuracy", "train_class_autoencoders", "batches"]
+__all__ = ["augment", "train_classifier", "accuracy", "train_class_autoencoders", "batches", "take"]
 
 
 def augment(x: Tensor, generator: torch.Generator, shift: float = 2.0, degrees: float = 8.0,
@@ -26,6 +26,19 @@ def augment(x: Tensor, generator: torch.Generator, shift: float = 2.0, degrees: 
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def take(n, *tensors, seed: int = 0):
+    """The first-``n`` subset of aligned tensors, drawn at random (seeded) rather than by
+    position: the stored data sets are ordered by class, so ``x[:n]`` of a reduced budget
+    would hold only the first classes. ``n`` of None (or >= the length) returns them as is,
+    so full-budget recipes see exactly the stored data."""
+    total = len(tensors[0])
+    if n is None or int(n) >= total:
+        return tensors if len(tensors) > 1 else tensors[0]
+    idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[: int(n)].sort().values
+    out = tuple(t[idx] for t in tensors)
+    return out if len(out) > 1 else out[0]
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True):
@@ -56,8 +69,8 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, x_test: Tensor, y_t
     g = torch.Generator().manual_seed(ctx.seed)
     epochs = int(cfg["epochs"])
     bs = int(cfg.get("batch_size", 64))
-    n = int(cfg.get("n_train") or len(x))
-    x, y = x[:n], y[:n]
+    x, y = take(cfg.get("n_train"), x, y, seed=ctx.seed)
+    n = len(x)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.get("lr", 2e-3), weight_decay=cfg.get("weight_decay", 1e-4))
     total = epochs * math.ceil(n / bs)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.get("lr", 2e-3), total_steps=max(1, total))

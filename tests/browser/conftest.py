@@ -136,13 +136,22 @@ class LabServer:
             "() => { const k = document.querySelector('.jp-KernelName');"
             " return k && /Python/.test(k.textContent); }", timeout=timeout)
         t0 = time.monotonic()
+        last_error = None
         while time.monotonic() - t0 < timeout / 1000:
-            with urllib.request.urlopen(self.url + "api/kernels", timeout=5) as r:
-                ks = json.loads(r.read())
+            try:
+                with urllib.request.urlopen(self.url + "api/kernels", timeout=5) as r:
+                    ks = json.loads(r.read())
+            except OSError as e:
+                # the listing can answer 500 while a kernel is still starting (seen in CI
+                # on Notebook 7); ask again, and report the last error if it never settles
+                last_error = e
+                time.sleep(0.5)
+                continue
             if ks and all(k.get("execution_state") == "idle" for k in ks):
                 return
             time.sleep(0.3)
-        raise TimeoutError("the kernel did not become idle")
+        raise TimeoutError(f"the kernel did not become idle (last error: {last_error}); server log:\n"
+                           f"{self.log.read_text()[-3000:]}")
 
     def run_all(self, page, timeout: float = 180_000) -> float:
         """Run > Run All Cells; wait until every cell has executed; return seconds.

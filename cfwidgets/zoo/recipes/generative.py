@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ...data.images import load_dataset
 from ..core import Recipe, TrainContext, register
+from ..training import take
 from .images import _fp
 
 __all__ = ["train_flow", "train_vae", "train_gan", "flow_test_bpd"]
@@ -95,10 +96,9 @@ def train_flow(model, cfg: dict, ctx: TrainContext, dataset: str) -> dict:
 
     dev = ctx.device
     tr, te = load_dataset(dataset, "train"), load_dataset(dataset, "test")
-    n = int(cfg.get("n_train") or len(tr))
-    x_tr = tr.x[:n]
-    n_test = int(cfg.get("n_test") or len(te))
-    x_te = te.x[:n_test]
+    x_tr = take(cfg.get("n_train"), tr.x, seed=ctx.seed)
+    x_te = take(cfg.get("n_test"), te.x, seed=ctx.seed + 1)
+    n, n_test = len(x_tr), len(x_te)
     total = int(cfg["steps"])
     bs = int(cfg["batch_size"])
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
@@ -246,8 +246,9 @@ def train_vae(model, cfg: dict, ctx: TrainContext, dataset: str = "mnist") -> di
     """ELBO (Bernoulli likelihood on grey values, beta = 1), Adam, +-1 px shifts."""
     dev = ctx.device
     tr, te = load_dataset(dataset, "train"), load_dataset(dataset, "test")
-    n = int(cfg.get("n_train") or len(tr))
-    x_tr, x_te = tr.x[:n], te.x[: int(cfg.get("n_test") or len(te))]
+    x_tr = take(cfg.get("n_train"), tr.x, seed=ctx.seed)
+    x_te = take(cfg.get("n_test"), te.x, seed=ctx.seed + 1)
+    n = len(x_tr)
     g = torch.Generator().manual_seed(ctx.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     bs, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
@@ -344,8 +345,9 @@ def train_gan(model, cfg: dict, ctx: TrainContext, dataset: str = "mnist") -> di
 
     dev = ctx.device
     tr, te = load_dataset(dataset, "train"), load_dataset(dataset, "test")
-    n = int(cfg.get("n_train") or len(tr))
-    x_tr, x_te = tr.x[:n], te.x[: int(cfg.get("n_test") or len(te))]
+    x_tr = take(cfg.get("n_train"), tr.x, seed=ctx.seed)
+    x_te = take(cfg.get("n_test"), te.x, seed=ctx.seed + 1)
+    n = len(x_tr)
     g = torch.Generator().manual_seed(ctx.seed)
     G, E, nz = model.generator, model.encoder, model.latent_dim
     D = Discriminator(cfg["width"], 1).to(dev)

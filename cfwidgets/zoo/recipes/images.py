@@ -22,7 +22,7 @@ from ...data.images import load_dataset
 from ...models.autoencoder import ClassAutoencoders
 from ...models.classifiers import ConvNet, MLPClassifier
 from ..core import Recipe, register
-from ..training import train_class_autoencoders, train_classifier
+from ..training import take, train_class_autoencoders, train_classifier
 
 # normalisation constants per data set (mean, std of the training pixels)
 NORMALISATION = {"mnist": (0.1307, 0.3081), "fashion": (0.2860, 0.3530), "shapes": (0.0882, 0.2167)}
@@ -75,8 +75,8 @@ def _ae_model(dataset: str):
 def _train_ae(dataset: str):
     def train(model, cfg, ctx):
         tr, te = load_dataset(dataset, "train"), load_dataset(dataset, "test")
-        n = cfg.get("n_train") or len(tr)
-        return train_class_autoencoders(model, tr.x[:n], tr.y[:n], te.x, te.y, cfg, ctx)
+        x, y = take(cfg.get("n_train"), tr.x, tr.y, seed=ctx.seed)
+        return train_class_autoencoders(model, x, y, te.x, te.y, cfg, ctx)
     return train
 
 
