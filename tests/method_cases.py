@@ -129,3 +129,30 @@ CASES["hotflip"] = _text_method("HotFlip", max_flips=4, beam=2, candidates=10, c
 CASES["aip_text"] = _text_method("AIPText", steps=4, decode_every=2, restarts=1, confidence=0.999)
 CASES["aip_text-restarts"] = _text_method("AIPText", steps=4, decode_every=2, restarts=2,
                                           confidence=0.999, decode="beam", beams=2)
+
+
+def _diffeomorphic(generator: str, **fast) -> Callable[[], Case]:
+    """Diffeomorphic counterfactuals with the zoo's flow / VAE / GAN (shipped weights)."""
+
+    def build() -> Case:
+        from cfwidgets import zoo
+        from cfwidgets.methods.diffeomorphic import DiffeomorphicCounterfactual
+
+        clf = zoo.load("mnist/cnn", device="cpu", progress=False)
+        gen = zoo.load(f"mnist/{generator}", device="cpu", progress=False)
+        x, t = mnist_queries()
+        # batch vs single: the decoded images are never exactly 0 in the background, so
+        # the CNN's max-pool meets near-ties whose winner (= where the gradient goes)
+        # depends on 1e-7 float noise of batched convolutions; Adam's first steps are
+        # +-lr whatever the gradient's size, so such rows take visibly different (equally
+        # valid) paths. Same class, same stopping rule; the pixel tolerance is looser.
+        return Case(DiffeomorphicCounterfactual(clf, gen), x, t,
+                    fast={"steps": 40, "path_density": False, **fast}, batch_rtol=0.6,
+                    classifier=clf)
+
+    return build
+
+
+CASES["diffeomorphic-flow"] = _diffeomorphic("flow")
+CASES["diffeomorphic-vae"] = _diffeomorphic("vae", confidence=0.9)
+CASES["diffeomorphic-gan"] = _diffeomorphic("gan", confidence=0.9, gan_inversion_steps=20)

@@ -21,6 +21,7 @@ SKIPPED: dict[str, str] = {}
 _OPTIONAL = [
     ("gci", "GCI"),
     ("aip", "AIP"),
+    ("diffeomorphic", "DiffeomorphicCounterfactual"),
     ("hotflip", "HotFlip"),
     ("aip_text", "AIPText"),
 ]

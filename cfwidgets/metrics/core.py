@@ -135,7 +135,9 @@ def evaluate(
         autoencoders: class autoencoders (zoo ``"<dataset>/ae"``) for IM1/IM2.
         oracle: an independent classifier (zoo ``"<dataset>/oracle"``).
         tau: the pixel-change threshold of ``sparsity``.
-        extra: further ``name -> fn(result) -> (B,)`` metrics (method-specific ones).
+        extra: further ``name -> fn(result) -> (B,)`` metrics (method-specific ones). A
+            function with ``fn.aggregate = "median"`` is summarised by its median instead of
+            its mean (heavy-tailed figures such as bits/dim).
         per_row: return the ``(B,)`` tensors instead of means.
 
     Examples::
@@ -164,7 +166,8 @@ def evaluate(
     if per_row:
         return rows
     out: dict = {"method": result.meta.get("title", result.method), "n": len(result)}
-    out.update({k: float(v.mean()) for k, v in rows.items()})
+    medians = {k for k, fn in (extra or {}).items() if getattr(fn, "aggregate", "mean") == "median"}
+    out.update({k: float(v.median() if k in medians else v.mean()) for k, v in rows.items()})
     out["time_per_cf_s"] = float(result.meta.get("time_per_cf_s", float("nan")))
     if result.stopped:
         out["stopped"] = True
