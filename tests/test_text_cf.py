@@ -175,6 +175,25 @@ def test_text_metrics_basics():
         mt.edit_distance(src, cf + cf)
 
 
+def test_degeneration_metrics_catch_repeats_and_mangled_words():
+    from cfwidgets.metrics import text as mt
+
+    src = ["ms . fulford-wierzbicki is almost spooky in her sulky , calculating lolita turn ."]
+    good = ["ms . fulford-wierzbicki is almost dull in her sulky , calculating lolita turn ."]
+    looped = ["the film is dull dull dull dull ."]
+    mangled = ["ms . fulford-wierzbick is almost spookyy in her sulky , calculululating lola ."]
+    assert float(mt.repetition(good)[0]) == 0.0
+    # bigrams: (the film) (film is) (is dull) (dull dull) x3 (dull .): 2 of 7 seen before
+    assert float(mt.repetition(looped)[0]) == pytest.approx(2 / 7)
+    vocab = set(mt.words(good[0])) | {"the", "film", "lola"}
+    # real words, or words of the source, are not counted
+    assert float(mt.nonword_rate(good, src, vocabulary=vocab)[0]) == 0.0
+    rate = float(mt.nonword_rate(mangled, src, vocabulary=vocab)[0])
+    assert rate == pytest.approx(3 / 13)  # fulford-wierzbick, spookyy, calculululating (13 words)
+    with pytest.raises(ValueError, match="differ in number"):
+        mt.nonword_rate(good, src + src, vocabulary=vocab)
+
+
 def test_perplexity_ratio_with_tiny_lm():
     from cfwidgets.metrics import text as mt
     from cfwidgets.models.text_lm import TextLM, TextLMConfig
@@ -195,7 +214,7 @@ def test_evaluate_text_row(tiny_clf):
     lm = TextLM(TextLMConfig(n_embd=16, n_layer=1, n_head=2)).eval()
     row = evaluate_text(res, lm=lm, similarity_model=False)
     for k in ("flip_rate", "edit_distance", "edit_distance_norm", "bleu", "ppl_ratio",
-              "time_per_sentence_s"):
+              "repetition_cf", "nonword_rate_cf", "time_per_sentence_s"):
         assert k in row and row[k] == row[k], k
     assert row["n"] == 3 and 0 <= row["flip_rate"] <= 1
     row2 = evaluate_text(res, classifier=tiny_clf, fluency=False, similarity_model=False)

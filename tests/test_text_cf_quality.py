@@ -43,7 +43,7 @@ def _queries(n: int, max_words: int = 20) -> list[str]:
 
 def _show(tag: str, row: dict) -> None:
     keys = ("flip_rate", "edit_distance", "edit_distance_median", "edit_distance_norm", "bleu",
-            "similarity", "ppl_ratio", "time_per_sentence_s")
+            "similarity", "ppl_ratio", "repetition_cf", "nonword_rate_cf", "time_per_sentence_s")
     print(f"\n[{tag}] " + "  ".join(f"{k}={row[k]:.3g}" for k in keys if k in row))
 
 

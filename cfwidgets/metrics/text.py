@@ -19,6 +19,11 @@ table row, like :func:`cfwidgets.metrics.evaluate` does for images. Definitions:
 - **fluency**: per-sentence perplexity under the ``reviews/lm`` model (a separately trained
   tiny GPT-2); ``ppl_ratio`` = perplexity of the counterfactual / perplexity of its source
   (the grammar proxy; 1 = as fluent as the source). Rows aggregate by the median.
+- **degeneration** (what a tiny LM's perplexity misses): ``repetition`` = share of a
+  text's word bigrams that already occurred earlier in the same text ("dull dull dull" ->
+  0.5); ``nonword_rate`` = share of its words that occur neither in its source nor
+  anywhere in the review corpora (Rotten Tomatoes + IMDB train sentences), i.e. mangled
+  words such as "assemsemsembly". Both are reported for sources and counterfactuals.
 - **time**: wall seconds per sentence from the result's meta.
 
 Examples::
@@ -51,6 +56,8 @@ __all__ = [
     "perplexity",
     "ppl_ratio",
     "flip_rate",
+    "repetition",
+    "nonword_rate",
     "evaluate_text",
 ]
 
@@ -200,13 +207,53 @@ def flip_rate(result, classifier=None) -> Tensor:
     return (pred == result.target).float()
 
 
+def repetition(texts: Sequence[str]) -> Tensor:
+    """Per text: share of its word bigrams already seen earlier in it (0 = no repeats)."""
+    out = []
+    for t in texts:
+        w = words(t)
+        grams = list(zip(w, w[1:]))
+        seen, rep = set(), 0
+        for g in grams:
+            rep += g in seen
+            seen.add(g)
+        out.append(rep / len(grams) if grams else 0.0)
+    return torch.tensor(out)
+
+
+@lru_cache(maxsize=1)
+def _corpus_vocabulary() -> frozenset:
+    from ..data.text import load_imdb_sentences, load_reviews
+
+    vocab: set[str] = set()
+    for ds in (load_reviews("train"), load_reviews("test"), load_imdb_sentences("train")):
+        for t in ds.texts:
+            vocab.update(t.split())
+    return frozenset(vocab)
+
+
+def nonword_rate(texts: Sequence[str], sources: Sequence[str] | None = None,
+                 vocabulary: set | frozenset | None = None) -> Tensor:
+    """Per text: share of its words found neither in its source (if given) nor in
+    ``vocabulary`` (default: every word of the review corpora, built once, a few seconds)."""
+    vocab = _corpus_vocabulary() if vocabulary is None else vocabulary
+    if sources is not None:
+        _same_len(texts, sources)
+    out = []
+    for i, t in enumerate(texts):
+        w = words(t)
+        own = set(words(sources[i])) if sources is not None else set()
+        out.append(sum(1 for x in w if x not in vocab and x not in own) / len(w) if w else 0.0)
+    return torch.tensor(out)
+
+
 def _median(t: Tensor) -> float:
     t = t[torch.isfinite(t)]
     return float(t.median()) if t.numel() else float("nan")
 
 
 def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_model: bool = True,
-                  fluency: bool = True, name: str | None = None) -> dict:
+                  fluency: bool = True, degeneration: bool = True, name: str | None = None) -> dict:
     """One table row of text metrics for a text result (averages over its rows; medians
     for perplexities and their ratio).
 
@@ -220,7 +267,8 @@ def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_
 
     Keys: ``method, n, flip_rate, target_prob, edit_distance, edit_distance_median,
     edit_distance_norm, source_len, bleu, corpus_bleu, similarity, ppl_source, ppl_cf,
-    ppl_ratio, ppl_ratio_mean_log, time_per_sentence_s``.
+    ppl_ratio, ppl_ratio_mean_log, repetition_source, repetition_cf, nonword_rate_cf,
+    time_per_sentence_s`` (``degeneration=False`` skips the last three but one).
     """
     if not getattr(result, "is_text", False):
         raise TypeError("evaluate_text needs a text result (x and x_cf lists of strings); "
@@ -248,5 +296,9 @@ def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_
         ratio = pc / ps
         row.update({"ppl_source": _median(ps), "ppl_cf": _median(pc), "ppl_ratio": _median(ratio),
                     "ppl_ratio_mean_log": float(torch.log(ratio).mean()) if len(src) else math.nan})
+    if degeneration:
+        row["repetition_source"] = float(repetition(src).mean())
+        row["repetition_cf"] = float(repetition(cf).mean())
+        row["nonword_rate_cf"] = float(nonword_rate(cf, src).mean())
     row["time_per_sentence_s"] = float(result.meta.get("time_per_cf_s", math.nan))
     return row
