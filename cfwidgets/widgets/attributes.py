@@ -38,17 +38,17 @@ from ..analysis.views import attribute_bars_html
 from ..methods.aip import AIP
 from ..methods.base import CounterfactualMethod
 from ..methods.gci import GCI
-from ..models.conditional import LOCK_WEIGHT, spec_of
+from ..models.conditional import spec_of
 from ..result import CounterfactualResult
 from .base import CounterfactualWidget
-from .controls import CONTROL_WIDTH, DESCRIPTION_WIDTH
+from .controls import CONTROL_WIDTH, DESCRIPTION_WIDTH, AttributeWeights
 
 __all__ = ["AttributeWidget"]
 
 _METHODS = {"gci": ("GCI: attributes only", GCI), "aip": ("AIP: latent + attributes", AIP)}
 
 
-class AttributeWidget(CounterfactualWidget):
+class AttributeWidget(AttributeWeights, CounterfactualWidget):
     """Explore GCI / AIP counterfactuals: per-attribute weights and locks, attribute-change
     bars, a walk along the counterfactual path and a manual what-if mode.
 
@@ -104,23 +104,7 @@ class AttributeWidget(CounterfactualWidget):
             "code and the attributes together.", style=style, layout=W.Layout(width=CONTROL_WIDTH))
         self.method_dropdown.add_class("cfw-method-switch")
         self.method_dropdown.observe(self._on_method_change, names=["value"])
-        self.weight_sliders: dict[str, W.FloatSlider] = {}
-        self.lock_boxes: dict[str, W.Checkbox] = {}
-        rows = [W.HTML("<div style='font-size:12px;margin-top:4px'>attribute weights "
-                       "(cost of a change; 0 = free) and locks</div>")]
-        for name in self._spec.names:
-            s = W.FloatSlider(value=1.0, min=0.0, max=self._weight_max, step=0.05,
-                              description=name, readout_format=".2f", continuous_update=False,
-                              tooltip=f"cost of changing {name} (0 = free)",
-                              style={"description_width": "80px"}, layout=W.Layout(width="270px"))
-            lock = W.Checkbox(value=False, description="lock", indent=False,
-                              tooltip=f"keep {name} fixed (weight {LOCK_WEIGHT:g})",
-                              layout=W.Layout(width="60px"))
-            lock.observe(lambda c, s=s: setattr(s, "disabled", bool(c["new"])), names=["value"])
-            lock.add_class(f"cfw-lock-{name}")
-            self.weight_sliders[name] = s
-            self.lock_boxes[name] = lock
-            rows.append(W.HBox([s, lock], layout=W.Layout(width=CONTROL_WIDTH)))
+        rows = self._weight_rows("attribute weights (cost of a change; 0 = free) and locks")
         return [self.method_dropdown, *rows]
 
     def _on_method_change(self, change) -> None:
@@ -128,21 +112,6 @@ class AttributeWidget(CounterfactualWidget):
             self.set_method(self._methods[change["new"]])
         except Exception as e:  # noqa: BLE001 - shown, not swallowed
             self.show_error(e)
-
-    def set_weight(self, name: str, value: float | None = None, *, lock: bool | None = None) -> None:
-        """Set an attribute's weight and/or lock from code."""
-        if name not in self.weight_sliders:
-            raise KeyError(f"unknown attribute {name!r}; known: {list(self.weight_sliders)}")
-        if value is not None:
-            self.weight_sliders[name].value = float(value)
-        if lock is not None:
-            self.lock_boxes[name].value = bool(lock)
-
-    @property
-    def attribute_weights(self) -> tuple[float, ...]:
-        """The weights the next run uses (``LOCK_WEIGHT`` for locked attributes)."""
-        return tuple(LOCK_WEIGHT if self.lock_boxes[n].value else float(self.weight_sliders[n].value)
-                     for n in self._spec.names)
 
     def explain_kwargs(self) -> dict[str, Any]:
         return {**super().explain_kwargs(), "attribute_weights": self.attribute_weights}

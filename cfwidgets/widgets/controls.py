@@ -17,7 +17,7 @@ import ipywidgets as W
 
 from ..config import Knob
 
-__all__ = ["KnobControl", "knob_control", "DESCRIPTION_WIDTH", "CONTROL_WIDTH"]
+__all__ = ["KnobControl", "knob_control", "AttributeWeights", "DESCRIPTION_WIDTH", "CONTROL_WIDTH"]
 
 DESCRIPTION_WIDTH = "120px"
 CONTROL_WIDTH = "340px"
@@ -169,3 +169,52 @@ def knob_control(k: Knob, value: Any = None) -> KnobControl:
     # anything else: its repr in a text box, read back as a string
     w = W.Text(value=str(value), **common)
     return KnobControl(k, w, w)
+
+
+class AttributeWeights:
+    """Mixin of the widgets whose method takes per-attribute weights (GCI/AIP on images,
+    AIP on text): a weight slider and a lock box per attribute of ``self._spec`` (an
+    attribute spec, or None where the method has none), up to ``self._weight_max``."""
+
+    def _weight_rows(self, header: str) -> list[W.Widget]:
+        """Build ``weight_sliders`` / ``lock_boxes``; the header line and one row per attribute."""
+        from ..models.conditional import LOCK_WEIGHT
+
+        self.weight_sliders: dict[str, W.FloatSlider] = {}
+        self.lock_boxes: dict[str, W.Checkbox] = {}
+        rows: list[W.Widget] = [W.HTML(f"<div style='font-size:12px;margin-top:4px'>{header}</div>")]
+        for name in self._spec.names:
+            s = W.FloatSlider(value=1.0, min=0.0, max=self._weight_max, step=0.05,
+                              description=name, readout_format=".2f", continuous_update=False,
+                              tooltip=f"cost of changing {name} (0 = free)",
+                              style={"description_width": "80px"}, layout=W.Layout(width="270px"))
+            lock = W.Checkbox(value=False, description="lock", indent=False,
+                              tooltip=f"keep {name} fixed (weight {LOCK_WEIGHT:g})",
+                              layout=W.Layout(width="60px"))
+            lock.observe(lambda c, s=s: setattr(s, "disabled", bool(c["new"])), names=["value"])
+            lock.add_class(f"cfw-lock-{name}")
+            s.add_class(f"cfw-weight-{name}")
+            self.weight_sliders[name] = s
+            self.lock_boxes[name] = lock
+            rows.append(W.HBox([s, lock], layout=W.Layout(width=CONTROL_WIDTH)))
+        return rows
+
+    def set_weight(self, name: str, value: float | None = None, *, lock: bool | None = None) -> None:
+        """Set an attribute's weight and/or lock from code."""
+        if name not in self.weight_sliders:
+            raise KeyError(f"unknown attribute {name!r}; known: {list(self.weight_sliders)}")
+        if value is not None:
+            self.weight_sliders[name].value = float(value)
+        if lock is not None:
+            self.lock_boxes[name].value = bool(lock)
+
+    @property
+    def attribute_weights(self) -> tuple[float, ...]:
+        """The weights the next run uses (``LOCK_WEIGHT`` for locked attributes; () without
+        an attribute spec)."""
+        from ..models.conditional import LOCK_WEIGHT
+
+        if self._spec is None:
+            return ()
+        return tuple(LOCK_WEIGHT if self.lock_boxes[n].value else float(self.weight_sliders[n].value)
+                     for n in self._spec.names)

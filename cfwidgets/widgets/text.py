@@ -39,11 +39,10 @@ import ipywidgets as W
 import torch
 
 from ..methods.base import CounterfactualMethod
-from ..models.conditional import LOCK_WEIGHT
 from ..result import CounterfactualResult
 from ..viz import html as vh
 from .base import CounterfactualWidget
-from .controls import CONTROL_WIDTH, DESCRIPTION_WIDTH
+from .controls import CONTROL_WIDTH, DESCRIPTION_WIDTH, AttributeWeights
 
 __all__ = ["TextCounterfactualWidget", "candidates_html", "text_metrics_html"]
 
@@ -103,7 +102,7 @@ def text_metrics_html(row: Mapping[str, Any], *, stopped: bool = False) -> str:
     return f"<div class='cfw-metrics'>{' &middot; '.join(parts)}</div>"
 
 
-class TextCounterfactualWidget(CounterfactualWidget):
+class TextCounterfactualWidget(AttributeWeights, CounterfactualWidget):
     """Explore text counterfactuals: a text area, target, knobs, attribute weights (AIP),
     Run/Stop, an inline word diff, probabilities, candidates and metrics.
 
@@ -218,26 +217,9 @@ class TextCounterfactualWidget(CounterfactualWidget):
             self.method_dropdown.add_class("cfw-method-switch")
             self.method_dropdown.observe(self._on_method_change, names=["value"])
             out.append(self.method_dropdown)
-        self.weight_sliders: dict[str, W.FloatSlider] = {}
-        self.lock_boxes: dict[str, W.Checkbox] = {}
+        self.weight_sliders, self.lock_boxes = {}, {}
         if self._spec is not None:
-            self.weight_header = W.HTML("<div style='font-size:12px;margin-top:4px'>attribute weights "
-                                        "(AIP: cost of a change; 0 = free) and locks</div>")
-            rows: list[W.Widget] = [self.weight_header]
-            for name in self._spec.names:
-                s = W.FloatSlider(value=1.0, min=0.0, max=self._weight_max, step=0.05,
-                                  description=name, readout_format=".2f", continuous_update=False,
-                                  tooltip=f"cost of changing {name} (0 = free)",
-                                  style={"description_width": "80px"}, layout=W.Layout(width="270px"))
-                lock = W.Checkbox(value=False, description="lock", indent=False,
-                                  tooltip=f"keep {name} fixed (weight {LOCK_WEIGHT:g})",
-                                  layout=W.Layout(width="60px"))
-                lock.observe(lambda c, s=s: setattr(s, "disabled", bool(c["new"])), names=["value"])
-                lock.add_class(f"cfw-lock-{name}")
-                s.add_class(f"cfw-weight-{name}")
-                self.weight_sliders[name] = s
-                self.lock_boxes[name] = lock
-                rows.append(W.HBox([s, lock], layout=W.Layout(width=CONTROL_WIDTH)))
+            rows = self._weight_rows("attribute weights (AIP: cost of a change; 0 = free) and locks")
             self.weight_box = W.VBox(rows)
             out.append(self.weight_box)
             self._show_weights()
@@ -254,23 +236,6 @@ class TextCounterfactualWidget(CounterfactualWidget):
             self._show_weights()
         except Exception as e:  # noqa: BLE001
             self.show_error(e)
-
-    def set_weight(self, name: str, value: float | None = None, *, lock: bool | None = None) -> None:
-        """Set an attribute's weight and/or lock from code."""
-        if name not in self.weight_sliders:
-            raise KeyError(f"unknown attribute {name!r}; known: {list(self.weight_sliders)}")
-        if value is not None:
-            self.weight_sliders[name].value = float(value)
-        if lock is not None:
-            self.lock_boxes[name].value = bool(lock)
-
-    @property
-    def attribute_weights(self) -> tuple[float, ...]:
-        """The weights the next AIP run uses (``LOCK_WEIGHT`` for locked attributes)."""
-        if self._spec is None:
-            return ()
-        return tuple(LOCK_WEIGHT if self.lock_boxes[n].value else float(self.weight_sliders[n].value)
-                     for n in self._spec.names)
 
     def explain_kwargs(self) -> dict[str, Any]:
         kw = super().explain_kwargs()
