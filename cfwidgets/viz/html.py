@@ -143,6 +143,20 @@ def _prob_bar(probs: Tensor, highlight: int, names: Sequence[str] | None, width:
     return f'<div style="height:32px;white-space:nowrap">{"".join(bars)}</div>'
 
 
+def _summary_html(result, n: int) -> tuple[str, str]:
+    """The title line (method, stopped badge, successes, time, device) of a result table,
+    and the "showing n of N rows" line (empty when every row is shown)."""
+    more = f"<p class='cfw-legend'>showing {n} of {len(result)} rows</p>" if len(result) > n else ""
+    status = (" <span class='cfw-stopped'>stopped early: partial result</span>"
+              if result.stopped else "")
+    title = html.escape(str(result.meta.get("title", result.method)))
+    summary = (
+        f"<p><b>{title}</b>{status}: {int(result.success.sum())}/{len(result)} reached the target; "
+        f"{result.meta.get('wall_time_s', float('nan')):.2f} s on "
+        f"{html.escape(str(result.meta.get('device', '?')))}</p>")
+    return summary, more
+
+
 def result_html(result, max_rows: int = 8, scale: int = 4) -> str:
     """Before | after | difference with predictions for the first ``max_rows`` rows."""
     names = result.meta.get("class_names")
@@ -170,14 +184,7 @@ def result_html(result, max_rows: int = 8, scale: int = 4) -> str:
             f"<td>{_class_label(names, t)}</td><td>{float(result.target_prob[i]):.3f}</td>"
             f"<td>{steps}</td></tr>"
         )
-    more = f"<p class='cfw-legend'>showing {n} of {len(result)} rows</p>" if len(result) > n else ""
-    status = (" <span class='cfw-stopped'>stopped early: partial result</span>"
-              if result.stopped else "")
-    title = html.escape(str(result.meta.get("title", result.method)))
-    summary = (
-        f"<p><b>{title}</b>{status}: {int(result.success.sum())}/{len(result)} reached the target; "
-        f"{result.meta.get('wall_time_s', float('nan')):.2f} s on {html.escape(str(result.meta.get('device', '?')))}</p>"
-    )
+    summary, more = _summary_html(result, n)
     legend = ("<p class='cfw-legend'>difference x&prime; &minus; x: blue = ink removed "
               f"<span class='cfw-swatch'></span> red = ink added (&minus;{vmax:g} &hellip; "
               f"+{vmax:g})</p>")
@@ -227,14 +234,7 @@ def _text_result_html(result, max_rows: int, names) -> str:
         )
     head = ("<tr><th>#</th><th>query</th><th>counterfactual (word diff)</th><th>prediction</th>"
             "<th>target</th><th>p(target)</th></tr>")
-    more = f"<p class='cfw-legend'>showing {n} of {len(result)} rows</p>" if len(result) > n else ""
-    status = (" <span class='cfw-stopped'>stopped early: partial result</span>"
-              if result.stopped else "")
-    title = html.escape(str(result.meta.get("title", result.method)))
-    summary = (
-        f"<p><b>{title}</b>{status}: {int(result.success.sum())}/{len(result)} reached the target; "
-        f"{result.meta.get('wall_time_s', float('nan')):.2f} s on "
-        f"{html.escape(str(result.meta.get('device', '?')))}</p>")
+    summary, more = _summary_html(result, n)
     legend = ("<p class='cfw-legend'>word diff: <del style='background:#ffebe9;color:#82071e'>removed</del> "
               "<ins style='background:#dafbe1;color:#116329;text-decoration:none'>inserted</ins></p>")
     return (f"{CSS}{TEXT_CSS}<div>{summary}<table class='cfw-result'>{head}{''.join(rows)}</table>"
