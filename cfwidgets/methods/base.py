@@ -12,7 +12,7 @@ import contextlib
 import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -145,21 +145,33 @@ class CounterfactualMethod(ABC):
             self._check_logits(logits, x.shape[0])
             probs = logits.float().softmax(-1)
             target_t = self.check_target(target, x.shape[0], probs.shape[1]).to(dev)
-            if not self.allow_same_class:
-                same = target_t == probs.argmax(1)
-                if bool(same.any()):
-                    rows = same.nonzero()[:, 0].tolist()
-                    raise ValueError(
-                        f"target equals the class the model already predicts for row(s) "
-                        f"{rows[:10]}; a counterfactual needs a different class "
-                        f"(e.g. the runner-up: probs.topk(2).indices[:, 1])."
-                    )
-            sync(dev)
-            t0 = time.perf_counter()
-            out = self._explain(x, target_t, cfg, probs=probs, callback=callback, generator=gen)
-            sync(dev)
-            wall = time.perf_counter() - t0
+            self._refuse_same_class(target_t, probs,
+                                    advice=" (e.g. the runner-up: probs.topk(2).indices[:, 1])")
+            out, wall = self._timed_explain(x, target_t, cfg, probs, callback, gen, dev)
         return self._pack(x, target_t, probs, out, cfg, seed, wall, switched)
+
+    def _refuse_same_class(self, target_t: Tensor, probs: Tensor, *,
+                           detail: Callable[[list[int]], str] | None = None, advice: str = "") -> None:
+        """Unless the method allows it, a ValueError naming the rows whose target is the
+        class the model already predicts (``detail(rows)`` follows the row list)."""
+        if self.allow_same_class:
+            return
+        same = target_t == probs.argmax(1)
+        if bool(same.any()):
+            rows = same.nonzero()[:, 0].tolist()
+            raise ValueError(
+                f"target equals the class the model already predicts for row(s) "
+                f"{rows[:10]}{detail(rows) if detail else ''}; a counterfactual needs a different "
+                f"class{advice}.")
+
+    def _timed_explain(self, x: Any, target_t: Tensor, cfg: Any, probs: Tensor, callback,
+                       gen: torch.Generator, dev: torch.device) -> tuple[RunOutput, float]:
+        """``_explain`` with the device synchronised around it; its output and wall seconds."""
+        sync(dev)
+        t0 = time.perf_counter()
+        out = self._explain(x, target_t, cfg, probs=probs, callback=callback, generator=gen)
+        sync(dev)
+        return out, time.perf_counter() - t0
 
     @abstractmethod
     def _explain(

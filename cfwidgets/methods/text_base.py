@@ -11,13 +11,12 @@ result are lists of strings, ``trajectory`` a list (one entry per snapshot) of s
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from .._utils import make_generator, sync
+from .._utils import make_generator
 from ..config import merge
 from ..models.text_adapters import TextClassifierAdapter, as_text_classifier, check_texts
 from ..protocols import StepCallback
@@ -74,20 +73,14 @@ class TextCounterfactualMethod(CounterfactualMethod):
             self._check_logits(logits, len(texts))
             probs = logits.float().softmax(-1)
             target_t = self.check_target(target, len(texts), probs.shape[1]).to(dev)
-            if not self.allow_same_class:
-                same = target_t == probs.argmax(1)
-                if bool(same.any()):
-                    rows = same.nonzero()[:, 0].tolist()
-                    names = self.class_names or []
-                    what = [names[int(target_t[r])] if names else int(target_t[r]) for r in rows[:5]]
-                    raise ValueError(
-                        f"target equals the class the model already predicts for row(s) "
-                        f"{rows[:10]} ({what}); a counterfactual needs a different class.")
-            sync(dev)
-            t0 = time.perf_counter()
-            out = self._explain(texts, target_t, cfg, probs=probs, callback=callback, generator=gen)
-            sync(dev)
-            wall = time.perf_counter() - t0
+            names = self.class_names or []
+
+            def labels(rows: list[int]) -> str:
+                what = [names[int(target_t[r])] if names else int(target_t[r]) for r in rows[:5]]
+                return f" ({what})"
+
+            self._refuse_same_class(target_t, probs, detail=labels)
+            out, wall = self._timed_explain(texts, target_t, cfg, probs, callback, gen, dev)
         return self._pack(texts, target_t, probs, out, cfg, seed, wall, switched)
 
     @torch.no_grad()
