@@ -44,6 +44,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._utils import require
+
 __all__ = [
     "TextClassifierAdapter",
     "ZooTextClassifier",
@@ -58,12 +60,7 @@ __all__ = [
 
 
 def _transformers():
-    try:
-        import transformers
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("text classifiers need 'transformers': pip install 'cfwidgets[text]'"
-                          ) from err
-    return transformers
+    return require("transformers", "text", "text classifiers")
 
 
 def vocab_key(tokenizer) -> str:

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cfwidgets._utils import require
 from cfwidgets.data.text import BOS_ID, EOS_ID, MASK_ID, PAD_ID, load_tokenizer
 
 __all__ = [
@@ -62,13 +63,7 @@ __all__ = [
 
 
 def _transformers():
-    try:
-        import transformers
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the text models need the optional dependency 'transformers': "
-            "pip install 'cfwidgets[text]'") from err
-    return transformers
+    return require("transformers", "text", "the text models")
 
 
 # --------------------------------------------------------------------------------------
