@@ -472,6 +472,23 @@ class CounterfactualWidget(W.VBox):
             out.append(self.extra_panel)
         return out
 
+    def _make_path_probs_loss(self, tooltip: str, on_scrub, probs_min_height: str) -> None:
+        """The views every widget shares: ``trajectory_slider`` / ``_label`` / ``_row`` (scrub
+        handler ``on_scrub``), ``probs_view`` and ``loss_view``."""
+        self.trajectory_slider = W.IntSlider(
+            value=0, min=0, max=0, description="path", disabled=True, continuous_update=True,
+            readout=False, tooltip=tooltip,
+            style={"description_width": "40px"}, layout=W.Layout(width="360px"))
+        self.trajectory_slider.add_class("cfw-path")
+        self.trajectory_label = W.HTML("", layout=W.Layout(width="160px"))
+        self.trajectory_slider.observe(on_scrub, names=["value"])
+        self.trajectory_row = W.HBox([self.trajectory_slider, self.trajectory_label])
+        self.probs_view = W.HTML(vh.prob_bars_html(None, None, None),
+                                 layout=W.Layout(width="280px", min_height=probs_min_height))
+        self.probs_view.add_class("cfw-probs-view")
+        self.loss_view = W.HTML(vh.loss_svg({}), layout=W.Layout(width="270px", height="120px"))
+        self.loss_view.add_class("cfw-loss-view")
+
     def make_views(self) -> list[W.Widget]:
         """Hook: the view panels (default: before | after | difference with a colour bar,
         a trajectory slider, probability bars beside a loss curve, a metrics line)."""
@@ -512,19 +529,8 @@ class CounterfactualWidget(W.VBox):
                                  col(self.diff_image, self.diff_label), self.colorbar],
                                 layout=W.Layout(align_items="flex-start"))
         self.image_row.add_class("cfw-images")
-        self.trajectory_slider = W.IntSlider(
-            value=0, min=0, max=0, description="path", disabled=True, continuous_update=True,
-            readout=False, tooltip="Scrub through the optimisation path (snapshots).",
-            style={"description_width": "40px"}, layout=W.Layout(width="360px"))
-        self.trajectory_slider.add_class("cfw-path")
-        self.trajectory_label = W.HTML("", layout=W.Layout(width="160px"))
-        self.trajectory_slider.observe(self._on_scrub, names=["value"])
-        self.trajectory_row = W.HBox([self.trajectory_slider, self.trajectory_label])
-        self.probs_view = W.HTML(vh.prob_bars_html(None, None, None),
-                                 layout=W.Layout(width="280px", min_height="150px"))
-        self.probs_view.add_class("cfw-probs-view")
-        self.loss_view = W.HTML(vh.loss_svg({}), layout=W.Layout(width="270px", height="120px"))
-        self.loss_view.add_class("cfw-loss-view")
+        self._make_path_probs_loss("Scrub through the optimisation path (snapshots).",
+                                   self._on_scrub, probs_min_height="150px")
         self.metrics_view = W.HTML("", layout=W.Layout(width="100%", min_height="20px"))
         self.metrics_view.add_class("cfw-metrics-view")
         self.style_html = W.HTML(vh.CSS)  # shared CSS of the HTML parts

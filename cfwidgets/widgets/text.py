@@ -252,19 +252,8 @@ class TextCounterfactualWidget(AttributeWeights, CounterfactualWidget):
         self.before_view.add_class("cfw-before")
         self.after_view = W.HTML("<i>after: press Run</i>", layout=W.Layout(width="100%", min_height="40px"))
         self.after_view.add_class("cfw-after")
-        self.trajectory_slider = W.IntSlider(
-            value=0, min=0, max=0, description="path", disabled=True, continuous_update=True,
-            readout=False, tooltip="Scrub through the hard decodes along the optimisation path.",
-            style={"description_width": "40px"}, layout=W.Layout(width="360px"))
-        self.trajectory_slider.add_class("cfw-path")
-        self.trajectory_label = W.HTML("", layout=W.Layout(width="160px"))
-        self.trajectory_slider.observe(self._on_text_scrub, names=["value"])
-        self.trajectory_row = W.HBox([self.trajectory_slider, self.trajectory_label])
-        self.probs_view = W.HTML(vh.prob_bars_html(None, None, None),
-                                 layout=W.Layout(width="280px", min_height="80px"))
-        self.probs_view.add_class("cfw-probs-view")
-        self.loss_view = W.HTML(vh.loss_svg({}), layout=W.Layout(width="270px", height="120px"))
-        self.loss_view.add_class("cfw-loss-view")
+        self._make_path_probs_loss("Scrub through the hard decodes along the optimisation path.",
+                                   self._on_text_scrub, probs_min_height="80px")
         self.candidates_view = W.HTML("", layout=W.Layout(width="100%"))
         self.candidates_view.add_class("cfw-candidates")
         self.metrics_view = W.HTML("", layout=W.Layout(width="100%", min_height="20px"))
