@@ -95,8 +95,9 @@ def test_generator_shapes_and_api(tiny_gen, tiny_clf):
     assert gen.generate(z, a, zm, max_len=6, mode="beam", beams=3).shape[0] == 2
     assert len(gen.decode_texts(ids)) == 2
     # cached greedy decode agrees with one teacher-forced pass on its own output
-    logits = gen.decode_logits(z, a, ids[:, :-1], zm)
-    body = ids[:, 1:-1]
+    free = gen.generate(z, a, zm, max_len=6, block_repeats=False)
+    logits = gen.decode_logits(z, a, free[:, :-1], zm)
+    body = free[:, 1:-1]
     assert (logits.argmax(-1)[:, : body.shape[1]] == body).all()
     # soft decode: one-hot BOS first, rows sum to 1, gradient reaches z and a
     z = z.detach().requires_grad_(True)
@@ -180,3 +181,39 @@ def test_lm_perplexity_and_training(tmp_path):
     assert ppl.shape == (2,) and (ppl > 1).all()
     with pytest.raises(TypeError):
         lm.perplexity("a string")
+
+
+def test_generate_blocks_word_loops(tiny_gen):
+    """A decoder biased to one word token keeps repeating it without the guard; with it
+    (the default) no word token follows itself and no "A B A B" loop closes."""
+    gen = tiny_gen
+    src, sm = gen.prepare_source(["a very good film", "the jokes fall flat ."])
+    z, zm = gen.encode(src, sm)
+    a = torch.zeros(2, 4)
+    blk = gen._repeat_blockable()
+    word = int(blk.nonzero()[50])
+    with torch.no_grad():
+        old = gen.final_bias[word].item()
+        gen.final_bias[word] = 50.0
+        try:
+            loose = gen.generate(z, a, zm, max_len=10, block_repeats=False)
+            guarded = gen.generate(z, a, zm, max_len=10)
+            beam = gen.generate(z, a, zm, max_len=10, mode="beam", beams=2)
+        finally:
+            gen.final_bias[word] = old
+    assert (loose[:, 1:-1] == word).all()  # the bias alone makes a loop
+    for ids in (guarded, beam):
+        body = ids[:, 1:]
+        same = (body[:, 1:] == body[:, :-1]) & blk[body[:, 1:]]
+        assert not same.any(), gen.decode_texts(ids)
+        loop = (body[:, 3:] == body[:, 1:-2]) & (body[:, 2:-1] == body[:, :-3]) & blk[body[:, 3:]]
+        assert not loop.any(), gen.decode_texts(ids)
+    assert (guarded[:, 1:-1:2] == word).all()  # the favourite still wins every other slot
+    # per-row caps: each row ends with [EOS] by its own cap, whatever the batch
+    capped = gen.generate(z, a, zm, max_len=10, max_lens=torch.tensor([4, 7]))
+    ends = (capped == T.EOS_ID).float().argmax(1) + 1
+    assert ends.tolist() == [4, 7]
+    alone = gen.generate(z[1:], a[1:], zm[1:], max_len=10, max_lens=torch.tensor([7]))
+    assert torch.equal(alone[0, :7], capped[1, :7])
+    with pytest.raises(ValueError, match="one cap per row"):
+        gen.generate(z, a, zm, max_lens=torch.tensor([4]))

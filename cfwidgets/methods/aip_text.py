@@ -41,8 +41,12 @@ hard decode classified as the target (``p_t >= confidence``); that decode is a c
 to x"): ``restarts`` copies per query, copy 0 from ``(z0, a0)``, the others from noisy
 starts (``restart_noise``, the same noise for every query). Candidates are ranked by
 validity, then closeness (word-token edit distance / source length) plus
-``fluency_weight`` x ``max(0, log(ppl(x') / ppl(x)))`` under the LM when one is given;
-the best is returned, all are in ``meta["per_row_candidates"]``.
+``fluency_weight`` x ``max(0, log(ppl(x') / ppl(x)))`` under the LM when one is given,
+plus ``nonword_weight`` x the share of words found in neither the source nor the review
+corpora (mangled words, our addition); the best is returned, all are in
+``meta["per_row_candidates"]``. Hard decodes never repeat a word-initial token
+(:meth:`TextGenerator.generate`, ``block_repeats``) and stop ``length_slack`` tokens past
+the longest source (our run-on guards).
 
 **Classifiers with another tokenizer** (MiniLM, a user's HF model): soft one-hots over the
 generator's vocabulary cannot enter their embeddings. ``search`` then picks
@@ -80,7 +84,7 @@ from torch import Tensor
 
 from ..config import knob
 from ..data.text import BOS_ID, EOS_ID, normalize_text
-from ..metrics.text import levenshtein, word_edits, words
+from ..metrics.text import levenshtein, nonword_rate, word_edits, words
 from ..models.conditional import LOCK_WEIGHT, AttributeSpec
 from ..models.text_adapters import as_text_classifier, check_texts, vocab_key
 from ..objectives import class_loss
@@ -182,6 +186,11 @@ class AIPText(TextCounterfactualMethod):
                                 choices=("truncate", "refuse"))
         fluency_weight: float = knob(0.5, 0.0, 10.0, "Ranking: weight of max(0, log perplexity "
                                      "ratio) beside the normalised edit distance (needs an lm).")
+        nonword_weight: float = knob(1.0, 0.0, 10.0, "Ranking: weight of the share of words that "
+                                     "are in neither the source nor the review corpora (mangled "
+                                     "words such as 'assemsembly'); 0 = off.")
+        length_slack: int = knob(6, 0, 48, "Decodes stop at most this many tokens past the "
+                                 "longest source of the batch (guards against run-on decodes).")
         transfer_edits: bool = knob(True, doc="Also offer each decode's changes relative to the "
                                     "generator's reconstruction applied to the source sentence (words "
                                     "the reconstruction got wrong stay as in the source); verified on "
@@ -340,6 +349,9 @@ class AIPText(TextCounterfactualMethod):
         limit = int(getattr(getattr(gen, "config", None), "max_len", cfg.max_len))
         if cfg.max_len > limit:  # the knob's range is the zoo generator's; a smaller one caps it
             cfg = replace(cfg, max_len=limit)
+        # run-on guard (our addition): a counterfactual is about as long as its query
+        full_len = gen.prepare_source(texts, mask_attributes=False, normalize=False)[1].sum(1)
+        caps = (full_len.cpu() + cfg.length_slack).clamp(8, cfg.max_len)  # (B,) per sentence
         seed = int(generator.initial_seed())
         pos_k = self._sentiment_index(probs.shape[1])
         with torch.no_grad():
@@ -348,7 +360,8 @@ class AIPText(TextCounterfactualMethod):
             src, sm = gen.prepare_source(texts, mask_attributes=bool(cfg.mask_attributes),
                                          normalize=False)
             z0, zm = gen.encode(src, sm)  # (B, S, k), (B, S)
-            rec_ids = gen.generate(z0, a0, zm, max_len=cfg.max_len, mode=cfg.decode, beams=cfg.beams)
+            rec_ids = gen.generate(z0, a0, zm, max_len=cfg.max_len, mode=cfg.decode, beams=cfg.beams,
+                                   max_lens=caps)
             x_rec = gen.decode_texts(rec_ids)
             probs_rec = self.score_texts(x_rec)
         weights = spec.weights(cfg.attribute_weights).to(dev)
@@ -368,6 +381,7 @@ class AIPText(TextCounterfactualMethod):
         z0_r = z0.repeat(r_n, 1, 1)
         a0_r = a0.repeat(r_n, 1)
         t_r = target.repeat(r_n)
+        caps_r = caps.repeat(r_n)  # (N,)
         with torch.no_grad():
             z_start = z0_r + nz.to(dev).repeat_interleave(b, 0) * zmf * float(opt_z)
             a_start = spec.project(a0_r + na.to(dev).repeat_interleave(b, 0) * free_cols)
@@ -427,14 +441,14 @@ class AIPText(TextCounterfactualMethod):
         all_rows = torch.arange(n)
         with torch.no_grad():
             ids = gen.generate(z_start, a_start, zm_r, max_len=cfg.max_len, mode=cfg.decode,
-                               beams=cfg.beams)
+                               beams=cfg.beams, max_lens=caps_r)
         prefix = [ids[i] for i in range(n)]
         verdict(list(range(n)), ids, 0, z_start, a_start)
         snapshot(0)
         if search == "random":
             stopped = self._random_search(cfg, gen, spec, z_start, a_start, z0_r, a0_r, zm_r, zmf,
                                           t_r, n_coord, free_cols, w_cost, done, verdict, snapshot,
-                                          report, losses, gens)
+                                          report, losses, gens, caps=caps_r)
         else:
             diff_clf = self.classifier_adapter if search == "gradient" else self.surrogate
             z = z_start.clone().requires_grad_(opt_z)
@@ -481,7 +495,7 @@ class AIPText(TextCounterfactualMethod):
                     with torch.no_grad():
                         zd, ad = z.detach()[act.to(dev)], a.detach()[act.to(dev)]
                         ids = gen.generate(zd, ad, zm_r[act], max_len=cfg.max_len, mode=cfg.decode,
-                                           beams=cfg.beams)
+                                           beams=cfg.beams, max_lens=caps_r[act])
                     for j, i in enumerate(act.tolist()):
                         prefix[i] = ids[j]
                     verdict(act.tolist(), ids, step + 1, zd, ad)
@@ -513,10 +527,12 @@ class AIPText(TextCounterfactualMethod):
         return out
 
     def _random_search(self, cfg, gen, spec, z_start, a_start, z0_r, a0_r, zm_r, zmf, t_r, n_coord,
-                       free_cols, w_cost, done, verdict, snapshot, report, losses, gens) -> bool:
+                       free_cols, w_cost, done, verdict, snapshot, report, losses, gens,
+                       caps: Tensor) -> bool:
         """Gradient-free (1 + lambda) evolution of (z, a) scored on hard decodes."""
         dev = z_start.device
         n = z_start.shape[0]
+        max_s = int(getattr(getattr(gen, "config", None), "max_len", z_start.shape[1])) + 2
         opt_z = cfg.optimise in ("z", "both")
         p = cfg.population
 
@@ -530,7 +546,7 @@ class AIPText(TextCounterfactualMethod):
 
         with torch.no_grad():
             rows = torch.arange(n, device=dev)
-            ids = gen.generate(z_start, a_start, zm_r, max_len=cfg.max_len)
+            ids = gen.generate(z_start, a_start, zm_r, max_len=cfg.max_len, max_lens=caps)
             best = fitness(rows, z_start, a_start, gen.decode_texts(ids))
             z_best, a_best, f_best = z_start.clone(), a_start.clone(), best["loss"].clone()
             for step in range(cfg.steps):
@@ -539,10 +555,13 @@ class AIPText(TextCounterfactualMethod):
                     break
                 na = act.numel()
                 # perturbations drawn per row from its own generator (batch-independent)
-                ez = torch.zeros(na, p, *z_start.shape[1:])
+                s_len, k_dim = z_start.shape[1:]
+                ez = torch.zeros(na, p, s_len, k_dim)
                 ea = torch.zeros(na, p, spec.dim)
                 for j, i in enumerate(act.tolist()):
-                    ez[j] = torch.randn(p, *z_start.shape[1:], generator=gens[i])
+                    # drawn at the generator's full length, then cut: the batch's padding
+                    # must not change a row's noise
+                    ez[j] = torch.randn(p, max(max_s, s_len), k_dim, generator=gens[i])[:, :s_len]
                     ea[j] = torch.randn(p, spec.dim, generator=gens[i])
                 zc = (z_best[act, None] + cfg.search_noise * ez.to(dev) * zmf[act, None] * float(opt_z))
                 ac = a_best[act, None] + cfg.search_noise * ea.to(dev) * free_cols
@@ -550,7 +569,7 @@ class AIPText(TextCounterfactualMethod):
                 ac = spec.project(ac.flatten(0, 1))
                 ac = torch.where(free_cols.bool(), ac, a0_r[act].repeat_interleave(p, 0))
                 rows_c = act.repeat_interleave(p)
-                ids = gen.generate(zc, ac, zm_r[rows_c], max_len=cfg.max_len)
+                ids = gen.generate(zc, ac, zm_r[rows_c], max_len=cfg.max_len, max_lens=caps[rows_c.cpu()])
                 txt = gen.decode_texts(ids)
                 f = fitness(rows_c, zc, ac, txt)
                 fl = f["loss"].view(na, p)
@@ -618,13 +637,18 @@ class AIPText(TextCounterfactualMethod):
         chosen = []
         for q in range(b):
             src_w = words(texts[q], normalize=False)
-            for c in pool[q]:
+            if cfg.nonword_weight > 0:
+                nw = nonword_rate([c["text"] for c in pool[q]], [texts[q]] * len(pool[q])).tolist()
+            else:
+                nw = [0.0] * len(pool[q])
+            for c, c_nw in zip(pool[q], nw, strict=True):
                 d = levenshtein(src_w, words(c["text"], normalize=False))
                 c["edit_distance"] = d
                 c["edit_norm"] = d / max(1, len(src_w))
+                c["nonword_rate"] = c_nw
                 c["p_target"] = float(c["probs"][int(target[q])])
                 flu = max(0.0, math.log(c["ppl_ratio"])) if "ppl_ratio" in c and c["ppl_ratio"] > 0 else 0.0
-                c["score"] = c["edit_norm"] + cfg.fluency_weight * flu
+                c["score"] = c["edit_norm"] + cfg.fluency_weight * flu + cfg.nonword_weight * c_nw
             order = sorted(range(len(pool[q])), key=lambda j: (not pool[q][j]["valid"], pool[q][j]["score"],
                                                                -pool[q][j]["p_target"]))
             chosen.append(pool[q][order[0]])
@@ -643,6 +667,7 @@ class AIPText(TextCounterfactualMethod):
         a_cf = torch.stack([c["a"] for c in chosen]).float()
         table = [[{"text": c["text"], "valid": c["valid"], "p_target": round(c["p_target"], 4),
                    "edit_distance": c["edit_distance"], "edit_norm": round(c["edit_norm"], 4),
+                   "nonword_rate": round(c["nonword_rate"], 4),
                    "ppl_ratio": round(c["ppl_ratio"], 4) if "ppl_ratio" in c else None,
                    "restart": c["restart"], "step": c["step"], "rank": c["rank"],
                    "score": round(c["score"], 4), "kind": c["kind"]}
@@ -665,7 +690,8 @@ class AIPText(TextCounterfactualMethod):
             "truncated": list(getattr(self, "_truncated", [])),
             "ranked_by": "validity, then edit distance / length" + (
                 f" + {cfg.fluency_weight} x max(0, log perplexity ratio)" if lm is not None else
-                " (no lm given: fluency not used)"),
+                " (no lm given: fluency not used)") + (
+                f" + {cfg.nonword_weight} x share of unknown words" if cfg.nonword_weight > 0 else ""),
             "attribute_spec": spec.to_dict(),
         })
         if ppl_src is not None:

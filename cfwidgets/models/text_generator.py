@@ -341,16 +341,22 @@ class TextGenerator(nn.Module):
     def generate(self, z: Tensor, a: Tensor, z_mask: Tensor | None = None,
                  max_len: int | None = None, mode: str = "greedy", beams: int = 1,
                  temperature: float = 1.0, top_k: int = 0,
-                 generator: torch.Generator | None = None) -> Tensor:
+                 generator: torch.Generator | None = None, block_repeats: bool = True,
+                 max_lens: Tensor | None = None) -> Tensor:
         """Decode token ids ``(B, T)`` (``[BOS] ... [EOS]``, padded) from ``(z, a)``.
 
         ``mode``: ``"greedy"``, ``"sample"`` (``temperature``, optional ``top_k``, noise
         from ``generator``) or ``"beam"`` (``beams`` hypotheses, length-normalised).
+        ``block_repeats``: never repeat a word token at once ("culture culture") or close
+        an "A B A B" loop of them (see :meth:`_repeat_blockable`); punctuation (". . .")
+        may repeat. ``max_lens (B,)``: a cap per row (tokens incl. ``[BOS]``/``[EOS]``; a
+        row at its cap gets ``[EOS]``), so a row's decode does not depend on its batch.
         """
         if mode not in ("greedy", "sample", "beam"):
             raise ValueError(f"mode must be 'greedy', 'sample' or 'beam', got {mode!r}")
+        caps = self._caps(max_lens, z.shape[0], max_len or self.config.max_len, z.device)
         if mode == "beam" and beams > 1:
-            return self._beam_search(z, a, z_mask, max_len, beams)
+            return self._beam_search(z, a, z_mask, max_len, beams, block_repeats, caps)
         max_len = max_len or self.config.max_len
         b = z.shape[0]
         if z_mask is None:
@@ -366,6 +372,8 @@ class TextGenerator(nn.Module):
             logits, past = self._run_decoder(mem, mem_mask, emb, past=past, use_cache=True)
             lg = logits[:, -1].masked_fill(self._forbidden(lg_dim=logits.shape[-1]),
                                            float("-inf"))
+            if block_repeats:
+                lg = self._block_repeat(lg, torch.cat(out, dim=1))
             if mode == "sample":
                 lg = lg / max(temperature, 1e-6)
                 if top_k:
@@ -375,6 +383,7 @@ class TextGenerator(nn.Module):
                 nxt = torch.multinomial(p, 1, generator=generator).to(z.device).view(b)
             else:
                 nxt = lg.argmax(-1)
+            nxt = torch.where(caps <= len(out) + 1, torch.full_like(nxt, EOS_ID), nxt)
             nxt = torch.where(done, torch.full_like(nxt, PAD_ID), nxt)
             out.append(nxt.view(b, 1))
             done = done | (nxt == EOS_ID)
@@ -389,7 +398,17 @@ class TextGenerator(nn.Module):
             ids[~done, -1] = EOS_ID
         return ids
 
-    def _beam_search(self, z, a, z_mask, max_len, beams):
+    @staticmethod
+    def _caps(max_lens, b: int, max_len: int, device) -> Tensor:
+        """Per-row length caps ``(B,)``: ``max_lens`` clipped to ``[3, max_len]``."""
+        if max_lens is None:
+            return torch.full((b,), max_len, dtype=torch.long, device=device)
+        caps = torch.as_tensor(max_lens, dtype=torch.long).to(device).view(-1)
+        if caps.numel() != b:
+            raise ValueError(f"max_lens needs one cap per row ({b}), got {caps.numel()}")
+        return caps.clamp(3, max_len)
+
+    def _beam_search(self, z, a, z_mask, max_len, beams, block_repeats=True, caps=None):
         max_len = max_len or self.config.max_len
         b = z.shape[0]
         if z_mask is None:
@@ -410,8 +429,14 @@ class TextGenerator(nn.Module):
             logits, _ = self._run_decoder(mem, mem_mask, self._dec_inputs(ar, seqs))
             lg = logits[:, -1].float().masked_fill(self._forbidden(logits.shape[-1]),
                                                    float("-inf"))
+            if block_repeats:
+                lg = self._block_repeat(lg, seqs)
             logp = torch.log_softmax(lg, -1)  # (b*beams, V)
             V = logp.shape[-1]
+            if caps is not None:
+                at_cap = caps.repeat_interleave(beams) <= seqs.shape[1] + 1
+                logp[at_cap] = torch.where(torch.arange(V, device=logp.device) == EOS_ID,
+                                           0.0, float("-inf"))
             logp[done] = float("-inf")
             logp[done, PAD_ID] = 0.0
             cand = (score.view(-1, 1) + logp).view(b, beams * V)
@@ -436,6 +461,39 @@ class TextGenerator(nn.Module):
                                              device=ids.device)], dim=1)
             ids[~fin, -1] = EOS_ID
         return ids
+
+    def _repeat_blockable(self) -> Tensor:
+        """Bool ``(V,)``: tokens with a letter (``▁that``, ``ative``), the ones
+        :meth:`generate` does not loop on. Measured on the 8,530 review sentences: 0.9 %
+        repeat such a token at once ("really really", "ahhhh") and 0.2 % have an
+        "A B A B" loop ("j . r . r ."); the degenerate decodes this guards against loop
+        for the rest of the sentence ("culture culture ...", "ativeativeative")."""
+        cached = getattr(self, "_repeat_mask", None)
+        if cached is None or cached.device != self.device:
+            vocab = self.masker.tok.backend_tokenizer.get_vocab()
+            m = torch.zeros(self.config.vocab_size, dtype=torch.bool)
+            for tok, i in vocab.items():
+                if i < m.numel() and any(c.isalpha() for c in tok):
+                    m[i] = True
+            cached = self._repeat_mask = m.to(self.device)
+        return cached
+
+    def _block_repeat(self, lg: Tensor, seq: Tensor) -> Tensor:
+        """Logits ``(N, V)`` after the ids so far ``seq (N, T)``, with -inf on the token
+        that would repeat the last one ("A A") or close an "A B A B" loop, where that
+        token is blockable (see :meth:`_repeat_blockable`)."""
+        blk = self._repeat_blockable()
+        if lg.shape[-1] != blk.numel():
+            return lg
+        rows = torch.arange(lg.shape[0], device=lg.device)
+        ninf = torch.full_like(lg[:, 0], float("-inf"))
+        prev = seq[:, -1]
+        lg = lg.index_put((rows, prev), torch.where(blk[prev], ninf, lg[rows, prev]))
+        if seq.shape[1] >= 3:
+            b2 = seq[:, -2]
+            loop = blk[b2] & (seq[:, -1] == seq[:, -3])
+            lg = lg.index_put((rows, b2), torch.where(loop, ninf, lg[rows, b2]))
+        return lg
 
     def _forbidden(self, lg_dim: int) -> Tensor:
         """Tokens never generated: [PAD], [UNK], [BOS], [MASK]."""
@@ -641,11 +699,15 @@ def evaluate_text_generator(gen: TextGenerator, texts: Sequence[str],
     * with ``clf``: ``control``: share of sentences whose decode with the *flipped*
       sentiment code is classified as the flipped label; ``recon_agree``: share whose
       reconstruction keeps the classifier's label of the source; ``flip_bleu``: BLEU of
-      the flipped decodes to the sources (content kept).
+      the flipped decodes to the sources (content kept);
+    * ``runon``: share of decodes (reconstructions and flips) more than 3 words longer than
+      their source; ``repetition``: mean share of repeated word bigrams in them.
 
     ``return_texts`` adds the lists ``sources``, ``recons`` and ``flips``.
     """
     import sacrebleu
+
+    from cfwidgets.metrics.text import repetition
 
     was = gen.training
     gen.eval()
@@ -688,7 +750,11 @@ def evaluate_text_generator(gen: TextGenerator, texts: Sequence[str],
            "token_acc_unmasked": n_ok[False] / max(n_tok[False], 1),
            "exact": float(np.mean([r == s for r, s in zip(recon, hyps_src, strict=True)])),
            "bleu": sacrebleu.corpus_bleu(recon, [hyps_src], tokenize="none").score,
-           "flip_bleu": sacrebleu.corpus_bleu(flipped, [hyps_src], tokenize="none").score}
+           "flip_bleu": sacrebleu.corpus_bleu(flipped, [hyps_src], tokenize="none").score,
+           "runon": float(np.mean([len(r.split()) > len(s.split()) + 3
+                                   for r, s in zip(recon + flipped, hyps_src + hyps_src,
+                                                   strict=True)])),
+           "repetition": float(repetition(recon + flipped).mean())}
     if clf is not None:
         clf.eval()
         p_src = clf.predict_texts(hyps_src).argmax(1)
@@ -732,6 +798,7 @@ def train_text_generator(
     consistency_tau: float = 0.5,
     consistency_prefix: str = "source",
     copy_weight: float = 1.0,
+    eos_weight: float = 0.0,
     rt_fraction: float = 0.25,
     sentiment_source: str = "classifier",
     eval_every: int = 1000,
@@ -755,7 +822,13 @@ def train_text_generator(
     (``"greedy"``)). With the source prefix, ``copy_weight`` x cross-entropy keeps the
     flipped decode's *unmasked* tokens (and its ``[EOS]``) equal to the source, so only
     the masked attribute words change (without it, measured: the flipped code sprayed
-    sentiment words over copy positions and skipped ``[EOS]``, "... dull dull dull"). AdamW, linear warm-up then cosine decay to 10%.
+    sentiment words over copy positions and skipped ``[EOS]``, "... dull dull dull").
+    ``eos_weight`` x cross-entropy keeps only the source's ``[EOS]`` under the flipped code,
+    and the classifier is shown a one-hot ``[EOS]`` there instead of the decoder's
+    distribution. Measured: without it (``copy_weight=0``) the classifier rewarded a
+    sentiment word in place of ``[EOS]``, and after 4,500 steps most greedy decodes ran on
+    past the sentence ("... philip glass . culture culture culture"; exact match 4 %).
+    AdamW, linear warm-up then cosine decay to 10%.
 
     Sentiment code: gold labels for Rotten Tomatoes sentences; for IMDB sentences the
     classifier's P(positive) (``sentiment_source="classifier"``, computed once and cached)
@@ -829,6 +902,7 @@ def train_text_generator(
           "consistency_weight": consistency_weight, "consistency_start": consistency_start,
           "consistency_every": consistency_every, "consistency_tau": consistency_tau,
           "consistency_prefix": consistency_prefix, "copy_weight": copy_weight,
+          "eos_weight": eos_weight,
           "rt_fraction": rt_fraction,
           "sentiment_source": sentiment_source, "seed": seed, "max_imdb": max_imdb}
 
@@ -910,6 +984,14 @@ def train_text_generator(
             else:  # teacher-forced on the source sentence
                 logits2 = gen.decode_logits(z, a2, tgt[:, :-1], zm)  # (B, T-1, V)
                 y = gumbel_softmax(logits2, consistency_tau, True, gumbel_gen)
+                if eos_weight > 0:
+                    # the sentence ends where the source ends, whatever the code says
+                    at_eos = (tgt[:, 1:] == EOS_ID) & real
+                    eos_loss = F.cross_entropy(logits2[at_eos], tgt[:, 1:][at_eos])
+                    loss = loss + eos_weight * eos_loss
+                    stats["eos"] = eos_loss.item()
+                    y = torch.where(at_eos.unsqueeze(-1),
+                                    F.one_hot(tgt[:, 1:], config.vocab_size).to(y.dtype), y)
                 probs = torch.cat([F.one_hot(tgt[:, :1], config.vocab_size).to(y.dtype), y], 1)
                 pmask = tm
                 if copy_weight > 0:
