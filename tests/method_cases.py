@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import torch
 from torch import Tensor
@@ -35,7 +35,7 @@ class Case:
 CASES: dict[str, Callable[[], Case]] = {}
 
 
-@lru_cache(maxsize=None)
+@cache
 def mnist_queries(n: int = 4) -> tuple[Tensor, Tensor]:
     """``n`` held-out MNIST digits and their runner-up classes as targets."""
     from cfwidgets import zoo
@@ -82,7 +82,7 @@ CASES["aip"] = _attribute_method("AIP")
 CASES["aip-restarts"] = _attribute_method("AIP", restarts=2)
 
 
-@lru_cache(maxsize=None)
+@cache
 def review_queries(n: int = 3) -> tuple[list[str], Tensor]:
     """``n`` short held-out review sentences and the other class as targets (the shipped
     reviews/clf; the case is skipped where the text models are not available)."""

@@ -10,11 +10,11 @@ import dataclasses
 
 import pytest
 import torch
+from method_cases import CASES
 
 from cfwidgets.config import knobs, validate
 from cfwidgets.methods import METHODS
 from cfwidgets.result import CounterfactualResult
-from method_cases import CASES
 
 CASE_NAMES = sorted(CASES)
 

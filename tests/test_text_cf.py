@@ -206,8 +206,8 @@ def test_perplexity_ratio_with_tiny_lm():
 
 
 def test_evaluate_text_row(tiny_clf):
-    from cfwidgets.metrics.text import evaluate_text
     from cfwidgets.methods import HotFlip
+    from cfwidgets.metrics.text import evaluate_text
     from cfwidgets.models.text_lm import TextLM, TextLMConfig
 
     res = HotFlip(tiny_clf).explain(SENTS, _targets(tiny_clf, SENTS), max_flips=2)

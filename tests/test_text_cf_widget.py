@@ -32,10 +32,10 @@ def methods():
 
 
 def test_widget_runs_and_shows_a_word_diff(methods):
+    import numpy as np
+
     from cfwidgets.data.text import TextDataset
     from cfwidgets.widgets.text import TextCounterfactualWidget
-
-    import numpy as np
 
     data = TextDataset(SENTS, np.array([0, 1, 1]), np.zeros((3, 4), np.float32), np.arange(3),
                        ["negative", "positive"], ["sentiment", "length", "negation", "intensifier"],

@@ -12,7 +12,14 @@ from .images import (
     load_fashion,
     load_mnist,
 )
-from .shapes import FACTOR_RANGES, SHAPE_CLASSES, SHAPE_FACTORS, load_shapes, make_shapes, render_shapes
+from .shapes import (
+    FACTOR_RANGES,
+    SHAPE_CLASSES,
+    SHAPE_FACTORS,
+    load_shapes,
+    make_shapes,
+    render_shapes,
+)
 
 __all__ = [
     "DATASETS", "FASHION_CLASSES", "MNIST_CLASSES", "ImageDataset", "load_dataset", "load_digits8",

@@ -212,7 +212,7 @@ def repetition(texts: Sequence[str]) -> Tensor:
     out = []
     for t in texts:
         w = words(t)
-        grams = list(zip(w, w[1:]))
+        grams = list(zip(w, w[1:], strict=False))
         seen, rep = set(), 0
         for g in grams:
             rep += g in seen

@@ -720,7 +720,7 @@ def evaluate_text_generator(gen: TextGenerator, texts: Sequence[str],
     n_tok = {True: 0, False: 0}
     n_ok = {True: 0, False: 0}
     recon, flipped, hyps_src = [], [], []
-    clf_src, clf_rec, clf_flip, want = [], [], [], []
+    want = []
     for i in range(0, len(texts), batch_size):
         bt = texts[i:i + batch_size]
         bs = sent[i:i + batch_size]

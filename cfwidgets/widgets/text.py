@@ -158,7 +158,7 @@ class TextCounterfactualWidget(AttributeWeights, CounterfactualWidget):
 
     # ============================================================ inputs
     def make_input_controls(self) -> list[W.Widget]:
-        controls = super().make_input_controls()  # index slider over the data + info line
+        super().make_input_controls()  # index slider over the data + info line
         self.index_slider.description = "sentence #"
         self.text_area = W.Textarea(
             value=self.inputs[0] if self.inputs else "", placeholder="type or paste a sentence",

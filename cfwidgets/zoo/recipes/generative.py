@@ -98,7 +98,7 @@ def train_flow(model, cfg: dict, ctx: TrainContext, dataset: str) -> dict:
     tr, te = load_dataset(dataset, "train"), load_dataset(dataset, "test")
     x_tr = take(cfg.get("n_train"), tr.x, seed=ctx.seed)
     x_te = take(cfg.get("n_test"), te.x, seed=ctx.seed + 1)
-    n, n_test = len(x_tr), len(x_te)
+    n = len(x_tr)
     total = int(cfg["steps"])
     bs = int(cfg["batch_size"])
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])

@@ -16,7 +16,7 @@ shapes/ae              class autoencoders on the shapes
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from ...data.images import load_dataset
 from ...models.autoencoder import ClassAutoencoders
@@ -28,7 +28,7 @@ from ..training import take, train_class_autoencoders, train_classifier
 NORMALISATION = {"mnist": (0.1307, 0.3081), "fashion": (0.2860, 0.3530), "shapes": (0.0882, 0.2167)}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fingerprint(dataset: str) -> str:
     a, b = load_dataset(dataset, "train"), load_dataset(dataset, "test")
     return a.fingerprint() + b.fingerprint()

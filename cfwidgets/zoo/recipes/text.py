@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import tempfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("tokenizers") is None:
@@ -84,7 +84,7 @@ def _maybe_half(model: nn.Module, cfg: dict, tied: dict[str, str] | None = None)
 
 
 # ------------------------------------------------------------------------ data
-@lru_cache(maxsize=None)
+@cache
 def data_fingerprint(with_imdb: bool = False) -> str:
     """Hash of the labelled sentences (+ IMDB sentences) and of the shipped tokenizer."""
     from ...data.text import CORPUS_VERSION, load_imdb_sentences, load_reviews, tokenizer_path
