@@ -438,6 +438,13 @@ def test_transfer_edits_applies_only_anchored_changes():
     assert transfer_edits(src, rec, rec) == src
     assert transfer_edits("a b c d e", "q r s", "q r t") == "a b c d e"  # nothing anchored
     assert transfer_edits("a b c", "a b c", "a b c d") == "a b c d"  # insertion at the end
+    # keep= drops the edits it rejects (AIP: edits that bring in mangled words)
+    dec = "the plot soars and the jokes fall flaaat ."
+    assert transfer_edits(src, src, dec) == dec
+    known = {"the", "plot", "soars", "and", "jokes", "fall", "flat", "."}
+    assert transfer_edits(src, src, dec, keep=lambda ws: all(w in known for w in ws)) == (
+        "the plot soars and the jokes fall flat .")
+
 
 
 def test_hotflip_cuts_inputs_longer_than_the_classifier_reads(tiny_clf):

@@ -83,6 +83,21 @@ def test_aip_flips_held_out_sentences_closely_and_fluently(models):
     norm = torch.tensor([c[0]["edit_norm"] for c in res.meta["per_row_candidates"]])
     assert float(norm.median()) <= 0.5, f"median edits per source word {float(norm.median()):.2f}"
     assert row["ppl_ratio"] <= 2.0
+    # candidates: each one's share of unknown words is recorded, and the variants that
+    # leave out edits bringing in unknown words have none beyond the source's own
+    from cfwidgets.metrics.text import corpus_vocabulary, words
+
+    vocab, n_known = corpus_vocabulary(), 0
+    for q, cands in enumerate(res.meta["per_row_candidates"]):
+        own = set(words(res.x[q]))
+        for c in cands:
+            w = words(c["text"])
+            unknown = [x for x in w if x not in vocab and x not in own]
+            assert abs(c["nonword_rate"] - len(unknown) / max(1, len(w))) < 1e-3
+            if c["kind"] == "transferred, known words":
+                n_known += 1
+                assert not unknown, c
+    assert n_known > 0 and "unknown words" in res.meta["ranked_by"]
 
 
 @pytest.mark.slow

@@ -74,7 +74,7 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -84,7 +84,7 @@ from torch import Tensor
 
 from ..config import knob
 from ..data.text import BOS_ID, EOS_ID, normalize_text
-from ..metrics.text import levenshtein, nonword_rate, word_edits, words
+from ..metrics.text import corpus_vocabulary, levenshtein, nonword_rate, word_edits, words
 from ..models.conditional import LOCK_WEIGHT, AttributeSpec
 from ..models.text_adapters import as_text_classifier, check_texts, vocab_key
 from ..objectives import class_loss
@@ -193,8 +193,10 @@ class AIPText(TextCounterfactualMethod):
                                  "longest source of the batch (guards against run-on decodes).")
         transfer_edits: bool = knob(True, doc="Also offer each decode's changes relative to the "
                                     "generator's reconstruction applied to the source sentence (words "
-                                    "the reconstruction got wrong stay as in the source); verified on "
-                                    "hard text like every candidate (our addition, not the paper's).")
+                                    "the reconstruction got wrong stay as in the source), and the same "
+                                    "without edits that bring in unknown words (when nonword_weight > 0); "
+                                    "verified on hard text like every candidate (our addition, not the "
+                                    "paper's).")
         mask_attributes: bool = knob(True, doc="Mask sentiment / negation / intensifier words in "
                                      "the source (the generator restores them from a).")
         search: str = knob("auto", doc="gradient: soft tokens through the classifier; surrogate: "
@@ -608,13 +610,21 @@ class AIPText(TextCounterfactualMethod):
             pool[q].append(c)
         if cfg.transfer_edits:
             extra = []
+            vocab = corpus_vocabulary() if cfg.nonword_weight > 0 else None
             for q in range(b):
                 have = {c["text"] for c in pool[q]} | {texts[q]}
+                own = set(texts[q].split())
                 for c in list(pool[q]):
-                    t = transfer_edits(texts[q], x_rec[q], c["text"])
-                    if t and t not in have:
-                        have.add(t)
-                        extra.append((q, dict(c, text=t, kind="transferred")))
+                    variants = [(transfer_edits(texts[q], x_rec[q], c["text"]), "transferred")]
+                    if vocab is not None:  # the same without edits that bring in unknown words
+                        variants.append((transfer_edits(
+                            texts[q], x_rec[q], c["text"],
+                            keep=lambda ws, own=own: all(w in vocab or w in own for w in ws)),
+                            "transferred, known words"))
+                    for t, kind in variants:
+                        if t and t not in have:
+                            have.add(t)
+                            extra.append((q, dict(c, text=t, kind=kind)))
             if extra:
                 pr = self.score_texts([c["text"] for _, c in extra]).cpu()
                 for (q, c), p in zip(extra, pr, strict=True):
@@ -702,7 +712,8 @@ class AIPText(TextCounterfactualMethod):
                          steps=steps_used, stopped=stopped, meta=meta)
 
 
-def transfer_edits(source: str, reconstruction: str, decode: str) -> str:
+def transfer_edits(source: str, reconstruction: str, decode: str,
+                   keep: Callable[[list[str]], bool] | None = None) -> str:
     """Apply the word edits that turn ``reconstruction`` into ``decode`` to ``source``.
 
     The generator's reconstruction of a query is imperfect, so a decode of a perturbed
@@ -711,7 +722,9 @@ def transfer_edits(source: str, reconstruction: str, decode: str) -> str:
     (:class:`difflib.SequenceMatcher` on words) anchors each edit of the decode (relative
     to the reconstruction) on the source; an edit whose ends do not fall on aligned words
     (or the sentence's ends) is dropped. Returns the edited source (normalised words joined
-    by spaces). Our addition: the paper has no such step [unverified].
+    by spaces). ``keep(new_words)``, if given, drops the edits it rejects (AIP uses it to
+    leave out edits that bring in mangled words). Our addition: the paper has no such
+    step [unverified].
 
     Examples::
 
@@ -743,7 +756,7 @@ def transfer_edits(source: str, reconstruction: str, decode: str) -> str:
             hi = align[i2]
         else:
             continue
-        if lo > hi:
+        if lo > hi or (keep is not None and not keep(cf[j1:j2])):
             continue
         edits.append((lo, hi, cf[j1:j2]))
     out = list(x)

@@ -46,6 +46,7 @@ from torch import Tensor
 
 __all__ = [
     "words",
+    "corpus_vocabulary",
     "levenshtein",
     "edit_distance",
     "edit_distance_norm",
@@ -222,7 +223,10 @@ def repetition(texts: Sequence[str]) -> Tensor:
 
 
 @lru_cache(maxsize=1)
-def _corpus_vocabulary() -> frozenset:
+def corpus_vocabulary() -> frozenset:
+    """Every word of the review corpora (Rotten Tomatoes train + test, IMDB train
+    sentences), built once per process (a few seconds): the reference for
+    :func:`nonword_rate`."""
     from ..data.text import load_imdb_sentences, load_reviews
 
     vocab: set[str] = set()
@@ -236,7 +240,7 @@ def nonword_rate(texts: Sequence[str], sources: Sequence[str] | None = None,
                  vocabulary: set | frozenset | None = None) -> Tensor:
     """Per text: share of its words found neither in its source (if given) nor in
     ``vocabulary`` (default: every word of the review corpora, built once, a few seconds)."""
-    vocab = _corpus_vocabulary() if vocabulary is None else vocabulary
+    vocab = corpus_vocabulary() if vocabulary is None else vocabulary
     if sources is not None:
         _same_len(texts, sources)
     out = []
