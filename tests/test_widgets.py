@@ -277,7 +277,7 @@ def test_views_trajectory_input_and_target_changes():
     w.trajectory_slider.value = T - 1
     assert w.after_image.value == final_png
     # every image view keeps its size
-    h, wd = w._image_px()
+    h, wd = w.image_px()
     for img in (w.before_image, w.after_image, w.diff_image):
         assert img.layout.width == f"{wd}px" and img.layout.height == f"{h}px"
     # the loss curve and probability bars

@@ -426,6 +426,12 @@ class CounterfactualWidget(W.VBox):
                 if k not in self._hidden:
                     self._hidden = (*self._hidden, k)
 
+    def set_hidden_knobs(self, defaults: dict[str, Any], hidden: Sequence[str]) -> None:
+        """Replace the hidden knobs and their values (for a subclass that swaps in a method
+        with other knobs); visible controls are left as they are."""
+        self._defaults = dict(defaults)
+        self._hidden = tuple(hidden)
+
     def explain_kwargs(self) -> dict[str, Any]:
         """Hook: widget state -> keyword overrides of ``method.explain`` (default: the
         knob values). Subclasses add what their own controls set, e.g.
@@ -492,12 +498,12 @@ class CounterfactualWidget(W.VBox):
     def make_views(self) -> list[W.Widget]:
         """Hook: the view panels (default: before | after | difference with a colour bar,
         a trajectory slider, probability bars beside a loss curve, a metrics line)."""
-        px = self._image_px()
+        px = self.image_px()
 
         def lay():
             return W.Layout(width=f"{px[1]}px", height=f"{px[0]}px")
 
-        blank = self._png(self._placeholder())
+        blank = self._png(self.placeholder_image())
         self.before_image = W.Image(value=blank, format="png", layout=lay())
         self.after_image = W.Image(value=blank, format="png", layout=lay())
         self.diff_image = W.Image(value=self._png(np.full(self._hw() + (3,), 0.97, np.float32)),
@@ -544,11 +550,13 @@ class CounterfactualWidget(W.VBox):
             return int(self.inputs.shape[-2]), int(self.inputs.shape[-1])
         return (1, 1)
 
-    def _image_px(self) -> tuple[int, int]:
+    def image_px(self) -> tuple[int, int]:
+        """Height and width in screen pixels of the image views (for subclasses' panels)."""
         h, w = self._hw()
         return h * self._scale, w * self._scale
 
-    def _placeholder(self) -> np.ndarray:
+    def placeholder_image(self) -> np.ndarray:
+        """The "nothing here yet" image shown before a run (input-sized, for subclasses)."""
         h, w = self._hw()
         a = np.full((h, w), 0.93, dtype=np.float32)
         a[::4, ::4] = 0.85  # a faint dotted pattern: "nothing here yet"
@@ -575,7 +583,7 @@ class CounterfactualWidget(W.VBox):
     def _set_diff_range(self, vmax: float) -> None:
         """Set the difference map's symmetric range and relabel its colour bar."""
         self._diff_vmax = float(vmax)
-        h = self._image_px()[0]
+        h = self.image_px()[0]
         self.colorbar_text.value = (
             f"<div style='height:{h}px;display:flex;flex-direction:column;"
             f"justify-content:space-between;font-size:11px;color:#57606a;line-height:1.1'>"
@@ -591,7 +599,7 @@ class CounterfactualWidget(W.VBox):
         it for previews of their own (e.g. a what-if mode)."""
         x = self.current_input()[0]
         if x_cf is None:
-            self.after_image.value = self._png(self._placeholder())
+            self.after_image.value = self._png(self.placeholder_image())
             self.diff_image.value = self._png(vh.diff_rgb(x, x))
             self.after_label.value = "after: press Run"
             self.probs_view.value = vh.prob_bars_html(self._probs_before, None,

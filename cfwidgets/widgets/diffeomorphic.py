@@ -165,8 +165,7 @@ class DiffeomorphicWidget(CounterfactualWidget):
         try:
             m = self._methods[change["new"]]
             keep = {**self._all_defaults, **self.knob_values()}
-            self._defaults = self._for_config(m, keep)
-            self._hidden = self._hidden_for(change["new"])
+            self.set_hidden_knobs(self._for_config(m, keep), self._hidden_for(change["new"]))
             if m.Config is self.method.Config:  # same knobs, other visible set: rebuild here
                 self._build_knob_controls({k: v for k, v in keep.items() if k in self.knob_controls})
             self.set_method(m)
@@ -186,9 +185,9 @@ class DiffeomorphicWidget(CounterfactualWidget):
         return [self.generator_dropdown, self.baseline_toggle]
 
     def extra_views(self) -> list[W.Widget]:
-        px = self._image_px()
+        px = self.image_px()
         lay = W.Layout(width=f"{px[1]}px", height=f"{px[0]}px")
-        blank = self.png(self._placeholder())
+        blank = self.png(self.placeholder_image())
         self.rec_image = W.Image(value=blank, format="png", layout=lay)
         self.rec_label = W.HTML("", layout=W.Layout(width=f"{max(px[1], 140)}px"))
         self.rec_image.add_class("cfw-reconstruction")
