@@ -7,7 +7,8 @@ The first ``n`` held-out Rotten Tomatoes sentences of at most ``--max-words`` wo
 asked for the other class. For each method: seconds per sentence one at a time (the
 widget's case, median of ``--singles``) and in one batch of ``n``; then the shared text
 metrics on the batch (flip rate on hard text, word edit distance absolute / per length,
-self-BLEU, MiniLM cosine, perplexity ratio under reviews/lm). Figures only; nothing is
+self-BLEU, MiniLM cosine, perplexity ratio under reviews/lm, repeated bigrams and mangled
+words of the counterfactuals). Figures only; nothing is
 asserted. Uses the zoo models (shipped weights; they train on first use otherwise).
 """
 
@@ -52,7 +53,8 @@ def bench(n: int = 32, steps: int = 60, classifier: str = "clf", device: str = "
                "s_per_sentence_single": statistics.median(single), "s_per_sentence_batch": batch_s}
         metrics = evaluate_text(res, lm=lm, similarity_model=similarity)
         row.update({k: metrics[k] for k in ("flip_rate", "edit_distance", "edit_distance_median",
-                                            "edit_distance_norm", "bleu", "ppl_ratio")})
+                                            "edit_distance_norm", "bleu", "ppl_ratio",
+                                            "repetition_cf", "nonword_rate_cf") if k in metrics})
         if similarity:
             row["similarity"] = metrics["similarity"]
         if "search_mode" in res.meta:

@@ -59,16 +59,19 @@ def candidates_html(result: CounterfactualResult, row: int = 0) -> str:
     if cands:
         head = ("<tr><th>rank</th><th style='text-align:left'>candidate</th><th>valid</th>"
                 "<th>p(target)</th><th>edits</th><th>edits / len</th><th>ppl ratio</th>"
-                "<th>restart</th><th>step</th></tr>")
+                "<th title='share of words in neither the query nor the review corpora'>"
+                "unknown words</th><th>kind</th><th>restart</th><th>step</th></tr>")
         body = []
         for c in cands[row]:
             ok = "<span class='cfw-ok'>&#10003;</span>" if c["valid"] else "<span class='cfw-bad'>&#10007;</span>"
             ppl = "" if c.get("ppl_ratio") is None else f"{c['ppl_ratio']:.2f}"
             step = "" if c.get("step") is None else c["step"]
+            nw = "" if c.get("nonword_rate") is None else f"{c['nonword_rate']:.0%}"
             body.append(f"<tr><td>{c['rank'] + 1}</td><td style='text-align:left'>"
                         f"{vh.word_diff_html(src, c['text'])}</td><td>{ok}</td>"
                         f"<td>{c['p_target']:.3f}</td><td>{c['edit_distance']}</td>"
-                        f"<td>{c['edit_norm']:.2f}</td><td>{ppl}</td><td>{c['restart']}</td>"
+                        f"<td>{c['edit_norm']:.2f}</td><td>{ppl}</td><td>{nw}</td>"
+                        f"<td>{html.escape(str(c.get('kind', '')))}</td><td>{c['restart']}</td>"
                         f"<td>{step}</td></tr>")
         return (f"{vh.TEXT_CSS}<div style='font-size:12px;margin:4px 0'><b>candidates</b> "
                 f"({html.escape(str(result.meta.get('ranked_by', '')))})</div>"
