@@ -186,8 +186,9 @@ class AttributeMasker:
         """Masked copy of ``ids``: each word of class c (1..3) is replaced by a single
         ``[MASK]`` with probability ``rates[c - 1]``; other real tokens are replaced by
         ``[MASK]`` with probability ``p_token``. ``rng=None``: deterministic (rate >= 0.5
-        masks, below does not; no token noise). ``return_kept``: also return a bool array
-        over ``ids``, True where the token survived unmasked (a "copy" position)."""
+        masks, below does not; no token noise). ``return_kept``: also return an int8 array
+        over ``ids``: 1 where the token survived unmasked (a "copy" position), 0 where its
+        attribute word was masked, -1 where token noise masked it."""
         ids = np.asarray(ids)
         tw = self.token_words(ids)
         n_words = int(tw.max()) + 1 if len(tw) else 0
@@ -200,19 +201,19 @@ class AttributeMasker:
         else:
             masked_word = rng.random(n_words) < r
         out = []
-        kept = np.ones(len(ids), dtype=bool)
+        kept = np.ones(len(ids), dtype=np.int8)
         prev = -2
         for j, (t, w) in enumerate(zip(ids.tolist(), tw.tolist(), strict=True)):
             if w >= 0 and masked_word[w]:
                 if w != prev:
                     out.append(MASK_ID)
                 prev = w
-                kept[j] = False
+                kept[j] = 0
                 continue
             prev = w
             if rng is not None and p_token > 0 and w >= 0 and rng.random() < p_token:
                 out.append(MASK_ID)
-                kept[j] = False
+                kept[j] = -1
             else:
                 out.append(t)
         out = np.asarray(out, dtype=np.int32)
@@ -799,6 +800,7 @@ def train_text_generator(
     consistency_prefix: str = "source",
     copy_weight: float = 1.0,
     eos_weight: float = 0.0,
+    consistency_positions: str = "all",
     rt_fraction: float = 0.25,
     sentiment_source: str = "classifier",
     eval_every: int = 1000,
@@ -828,6 +830,10 @@ def train_text_generator(
     distribution. Measured: without it (``copy_weight=0``) the classifier rewarded a
     sentiment word in place of ``[EOS]``, and after 4,500 steps most greedy decodes ran on
     past the sentence ("... philip glass . culture culture culture"; exact match 4 %).
+    ``consistency_positions="masked"`` shows the classifier the source's own tokens except
+    at the masked attribute words, so the code can only act there (with ``"all"``,
+    measured: the decoder learned to put a sentiment word where the final "." was,
+    "... philip glass culture", and that leaked into reconstructions with the true code).
     AdamW, linear warm-up then cosine decay to 10%.
 
     Sentiment code: gold labels for Rotten Tomatoes sentences; for IMDB sentences the
@@ -858,6 +864,8 @@ def train_text_generator(
         if clf.config.vocab_size != config.vocab_size:
             raise ValueError("classifier and generator must share the tokenizer (vocab sizes "
                              f"{clf.config.vocab_size} vs {config.vocab_size})")
+    if consistency_positions not in ("all", "masked"):
+        raise ValueError(f"consistency_positions must be 'all' or 'masked', got {consistency_positions!r}")
     if consistency_weight > 0 and clf is None:
         raise ValueError("consistency_weight > 0 needs a classifier (or set it to 0)")
 
@@ -902,7 +910,7 @@ def train_text_generator(
           "consistency_weight": consistency_weight, "consistency_start": consistency_start,
           "consistency_every": consistency_every, "consistency_tau": consistency_tau,
           "consistency_prefix": consistency_prefix, "copy_weight": copy_weight,
-          "eos_weight": eos_weight,
+          "eos_weight": eos_weight, "consistency_positions": consistency_positions,
           "rt_fraction": rt_fraction,
           "sentiment_source": sentiment_source, "seed": seed, "max_imdb": max_imdb}
 
@@ -956,7 +964,9 @@ def train_text_generator(
                          p_token_mask)
         src, sm = pad_batch(b1[0] + b2[0])
         tgt, tm = pad_batch(b1[1] + b2[1])
-        kept, _ = pad_batch([k.astype(np.int32) for k in b1[2] + b2[2]])
+        pos_kind, _ = pad_batch([(k + 1).astype(np.int32) for k in b1[2] + b2[2]])  # 0 = pad
+        kept = pos_kind == 2  # copied tokens
+        attr_slot = pos_kind == 1  # tokens of masked attribute words
         a = torch.cat([b1[3], b2[3]])
         z, zm = gen.encode(src, sm)
         if latent_noise > 0:
@@ -984,6 +994,12 @@ def train_text_generator(
             else:  # teacher-forced on the source sentence
                 logits2 = gen.decode_logits(z, a2, tgt[:, :-1], zm)  # (B, T-1, V)
                 y = gumbel_softmax(logits2, consistency_tau, True, gumbel_gen)
+                if consistency_positions == "masked":
+                    # the classifier reads the source everywhere except the masked
+                    # attribute words' tokens: only they can carry the flipped code
+                    free = attr_slot[:, 1:] & real
+                    y = torch.where(free.unsqueeze(-1), y,
+                                    F.one_hot(tgt[:, 1:], config.vocab_size).to(y.dtype))
                 if eos_weight > 0:
                     # the sentence ends where the source ends, whatever the code says
                     at_eos = (tgt[:, 1:] == EOS_ID) & real
