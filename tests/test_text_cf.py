@@ -447,6 +447,18 @@ def test_transfer_edits_applies_only_anchored_changes():
 
 
 
+def test_repair_words_restores_garbled_copies_only():
+    from cfwidgets.methods.aip_text import repair_words
+
+    src = "jagger obviously relishes every self-mocking moment ."
+    vocab = {"jagger", "every", "moment", ".", "hates", "obviously"}
+    # a garbled copy comes back; a known new word and an unknown word with no look-alike stay
+    assert repair_words(src, "jagger obviously hates every self-wcking moment .", vocab) == (
+        "jagger obviously hates every self-mocking moment .")
+    assert repair_words(src, "jagger zzqx every moment .", vocab) == "jagger zzqx every moment ."
+    assert repair_words(src, src, set()) == src
+
+
 def test_hotflip_cuts_inputs_longer_than_the_classifier_reads(tiny_clf):
     from cfwidgets.methods import HotFlip
 

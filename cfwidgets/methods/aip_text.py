@@ -43,7 +43,8 @@ starts (``restart_noise``, the same noise for every query). Candidates are ranke
 validity, then closeness (word-token edit distance / source length) plus
 ``fluency_weight`` x ``max(0, log(ppl(x') / ppl(x)))`` under the LM when one is given,
 plus ``nonword_weight`` x the share of words found in neither the source nor the review
-corpora (mangled words, our addition); the best is returned, all are in
+corpora (mangled words, our addition); each decode also yields a variant with its mangled
+words repaired from the source (:func:`repair_words`); the best is returned, all are in
 ``meta["per_row_candidates"]``. Hard decodes never repeat a word-initial token
 (:meth:`TextGenerator.generate`, ``block_repeats``) and stop ``length_slack`` tokens past
 the longest source (our run-on guards).
@@ -93,7 +94,7 @@ from .aip import AIP, aip_objective
 from .base import RunOutput
 from .text_base import TextCounterfactualMethod
 
-__all__ = ["AIPText", "TEXT_ATTRIBUTE_SPEC", "text_attribute_spec", "transfer_edits"]
+__all__ = ["AIPText", "TEXT_ATTRIBUTE_SPEC", "repair_words", "text_attribute_spec", "transfer_edits"]
 
 
 def text_attribute_spec(names=("sentiment", "length", "negation", "intensifier")) -> AttributeSpec:
@@ -194,7 +195,8 @@ class AIPText(TextCounterfactualMethod):
         transfer_edits: bool = knob(True, doc="Also offer each decode's changes relative to the "
                                     "generator's reconstruction applied to the source sentence (words "
                                     "the reconstruction got wrong stay as in the source), and the same "
-                                    "without edits that bring in unknown words (when nonword_weight > 0); "
+                                    "without edits that bring in unknown words, and each decode with its "
+                                    "garbled copies of source words repaired (when nonword_weight > 0); "
                                     "verified on hard text like every candidate (our addition, not the "
                                     "paper's).")
         mask_attributes: bool = knob(True, doc="Mask sentiment / negation / intensifier words in "
@@ -621,6 +623,7 @@ class AIPText(TextCounterfactualMethod):
                             texts[q], x_rec[q], c["text"],
                             keep=lambda ws, own=own: all(w in vocab or w in own for w in ws)),
                             "transferred, known words"))
+                        variants.append((repair_words(texts[q], c["text"], vocab), "repaired"))
                     for t, kind in variants:
                         if t and t not in have:
                             have.add(t)
@@ -766,6 +769,40 @@ def transfer_edits(source: str, reconstruction: str, decode: str,
             continue
         out[lo:hi] = new
         last = lo
+    return " ".join(out)
+
+
+def repair_words(source: str, text: str, vocabulary, min_ratio: float = 0.6) -> str:
+    """``text`` with each word that is in neither ``vocabulary`` nor ``source`` replaced by
+    the source word it most resembles (character-level :class:`difflib.SequenceMatcher`
+    ratio >= ``min_ratio``); words with no such look-alike stay.
+
+    The generator copies rare words through sub-word pieces and sometimes garbles them
+    ("quixotic" -> "quotic", "self-mocking" -> "self-wcking"); such a word is nearly
+    always a damaged copy of a source word. Our addition, not the paper's; AIP verifies
+    the repaired sentence on hard text like every candidate.
+
+    Examples::
+
+        >>> repair_words("by turns grisly and engagingly quixotic .",
+        ...              "by turns grisly and engagingly quotic flaws .", {"flaws", "by"})
+        'by turns grisly and engagingly quixotic flaws .'
+    """
+    import difflib
+
+    src = source.split()
+    own = set(src)
+    out = []
+    for w in text.split():
+        if w in vocabulary or w in own:
+            out.append(w)
+            continue
+        best, score = w, min_ratio
+        for cand in own:
+            r = difflib.SequenceMatcher(a=w, b=cand, autojunk=False).ratio()
+            if r >= score:
+                best, score = cand, r
+        out.append(best)
     return " ".join(out)
 
 
