@@ -120,7 +120,8 @@ class CounterfactualResult:
         return result_html(self)
 
     def to_dict(self) -> dict:
-        """Plain-python summary (for JSON / streaming to disk)."""
+        """Plain-python summary (for JSON / streaming to disk); text results also carry
+        ``x`` and ``x_cf`` (images stay out: save them with the tensors)."""
         out = {
             "method": self.method,
             "target": self.target.tolist(),
@@ -131,6 +132,8 @@ class CounterfactualResult:
             "steps": None if self.steps is None else self.steps.tolist(),
             "stopped": self.stopped,
         }
+        if isinstance(self.x, list):  # text: the sentences themselves are small
+            out["x"], out["x_cf"] = list(self.x), list(self.x_cf)
         out["meta"] = {k: v for k, v in self.meta.items() if _jsonable(v)}
         return out
 

@@ -23,6 +23,24 @@ def test_demo_writes_a_self_contained_report(tmp_path, capsys):
     assert "report:" in printed and "validity" in printed
 
 
+def test_demo_explains_review_sentences(tmp_path, capsys):
+    """The text section: each sentence asked for its other label, explained, scored."""
+    import pytest
+
+    pytest.importorskip("transformers")
+    out = tmp_path / "report"
+    rc = main(["demo", "--out", str(out), "--n", "3", "--methods", "hotflip", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "not run" not in err
+    per_row = json.loads((out / "hotflip.json").read_text())
+    assert len(per_row["x_cf"]) == 3 and sum(per_row["success"]) >= 2
+    assert all(t != p for t, p in zip(per_row["target"], per_row["pred"], strict=True))
+    assert per_row["x_cf"] != per_row["x"]
+    page = (out / "report.html").read_text()
+    assert "HotFlip" in page and "flip_rate" in page and "not run" not in page
+
+
 def test_demo_rejects_unknown_method(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--methods", "nope"]) == 2
     assert "unknown method" in capsys.readouterr().err
