@@ -801,6 +801,7 @@ def train_text_generator(
     copy_weight: float = 1.0,
     eos_weight: float = 0.0,
     consistency_positions: str = "all",
+    protect_punctuation: bool = False,
     rt_fraction: float = 0.25,
     sentiment_source: str = "classifier",
     eval_every: int = 1000,
@@ -834,6 +835,9 @@ def train_text_generator(
     at the masked attribute words, so the code can only act there (with ``"all"``,
     measured: the decoder learned to put a sentiment word where the final "." was,
     "... philip glass culture", and that leaked into reconstructions with the true code).
+    ``protect_punctuation`` extends the ``[EOS]`` treatment (``eos_weight``) to the source's
+    punctuation tokens, so the code cannot learn to overwrite the final "." either, while
+    every word position stays open to it.
     AdamW, linear warm-up then cosine decay to 10%.
 
     Sentiment code: gold labels for Rotten Tomatoes sentences; for IMDB sentences the
@@ -911,6 +915,7 @@ def train_text_generator(
           "consistency_every": consistency_every, "consistency_tau": consistency_tau,
           "consistency_prefix": consistency_prefix, "copy_weight": copy_weight,
           "eos_weight": eos_weight, "consistency_positions": consistency_positions,
+          "protect_punctuation": protect_punctuation,
           "rt_fraction": rt_fraction,
           "sentiment_source": sentiment_source, "seed": seed, "max_imdb": max_imdb}
 
@@ -945,6 +950,12 @@ def train_text_generator(
             say(f"   src : {ex['source']}\n   rec : {ex['recon']}\n   flip: {ex['flipped']}")
         return rec
 
+    # punctuation-only tokens (no letter or digit), for protect_punctuation
+    punct = torch.zeros(config.vocab_size, dtype=torch.bool)
+    for tok, i in masker.tok.backend_tokenizer.get_vocab().items():
+        if i < config.vocab_size and i not in (PAD_ID, 1, BOS_ID, EOS_ID, MASK_ID) and not any(
+                c.isalnum() for c in tok):
+            punct[i] = True
     gen.train()
     run = {}
     out_of_time = False
@@ -1002,7 +1013,10 @@ def train_text_generator(
                                     F.one_hot(tgt[:, 1:], config.vocab_size).to(y.dtype))
                 if eos_weight > 0:
                     # the sentence ends where the source ends, whatever the code says
+                    # (and, with protect_punctuation, keeps its punctuation)
                     at_eos = (tgt[:, 1:] == EOS_ID) & real
+                    if protect_punctuation:
+                        at_eos = at_eos | (punct[tgt[:, 1:]] & real)
                     eos_loss = F.cross_entropy(logits2[at_eos], tgt[:, 1:][at_eos])
                     loss = loss + eos_weight * eos_loss
                     stats["eos"] = eos_loss.item()

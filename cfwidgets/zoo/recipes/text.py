@@ -266,7 +266,8 @@ def _gen_model(cfg: dict) -> nn.Module:
     return _maybe_half(TextGenerator(TextGeneratorConfig(**cfg["model"])), cfg, _GEN_TIED)
 
 
-_GEN_TRAIN_KEYS = ("steps", "batch_size", "lr", "warmup", "copy_weight", "eos_weight", "p_attr_mask",
+_GEN_TRAIN_KEYS = ("steps", "batch_size", "lr", "warmup", "copy_weight", "eos_weight",
+                   "protect_punctuation", "consistency_positions", "p_attr_mask",
                    "p_token_mask", "p_word_dropout", "latent_noise", "consistency_weight", "consistency_start",
                    "consistency_every", "consistency_tau", "consistency_prefix", "rt_fraction",
                    "sentiment_source", "eval_every", "eval_n", "log_every", "max_imdb")
