@@ -102,6 +102,15 @@ def test_aip_flips_held_out_sentences_closely_and_fluently(models):
                 n_known += 1
                 assert not unknown, c
     assert n_known > 0 and "unknown words" in res.meta["ranked_by"]
+    # ending_weight: a valid candidate that keeps the source's final punctuation wins
+    strict = AIPText(clf, models["gen"], lm=models["lm"]).explain(texts, target, ending_weight=10.0)
+    kept = 0
+    for cands in strict.meta["per_row_candidates"]:
+        best = cands[0]
+        kept += best["keeps_end"]
+        if any(c["valid"] and c["keeps_end"] for c in cands):
+            assert best["valid"] and best["keeps_end"], cands[:3]
+    assert kept >= sum(c[0]["keeps_end"] for c in res.meta["per_row_candidates"])
 
 
 @pytest.mark.slow

@@ -190,6 +190,11 @@ class AIPText(TextCounterfactualMethod):
         nonword_weight: float = knob(1.0, 0.0, 10.0, "Ranking: weight of the share of words that "
                                      "are in neither the source nor the review corpora (mangled "
                                      "words such as 'assemsembly'); 0 = off.")
+        ending_weight: float = knob(0.0, 0.0, 10.0, "Ranking: penalty for a candidate that drops "
+                                    "the source's final punctuation (the shipped generator puts a "
+                                    "sentiment word there in about a third of AIP's results). "
+                                    "Measured at 0.5 on 64 held-out sentences: 21 -> 13 such "
+                                    "results, but mangled words 0.8 -> 2.2 % and BLEU 71 -> 66.")
         length_slack: int = knob(6, 0, 48, "Decodes stop at most this many tokens past the "
                                  "longest source of the batch (guards against run-on decodes).")
         transfer_edits: bool = knob(True, doc="Also offer each decode's changes relative to the "
@@ -654,14 +659,18 @@ class AIPText(TextCounterfactualMethod):
                 nw = nonword_rate([c["text"] for c in pool[q]], [texts[q]] * len(pool[q])).tolist()
             else:
                 nw = [0.0] * len(pool[q])
+            src_end = src_w[-1] if src_w and not any(ch.isalnum() for ch in src_w[-1]) else None
             for c, c_nw in zip(pool[q], nw, strict=True):
-                d = levenshtein(src_w, words(c["text"], normalize=False))
+                cw = words(c["text"], normalize=False)
+                c["keeps_end"] = src_end is None or cw[-1:] == [src_end]
+                d = levenshtein(src_w, cw)
                 c["edit_distance"] = d
                 c["edit_norm"] = d / max(1, len(src_w))
                 c["nonword_rate"] = c_nw
                 c["p_target"] = float(c["probs"][int(target[q])])
                 flu = max(0.0, math.log(c["ppl_ratio"])) if "ppl_ratio" in c and c["ppl_ratio"] > 0 else 0.0
-                c["score"] = c["edit_norm"] + cfg.fluency_weight * flu + cfg.nonword_weight * c_nw
+                c["score"] = (c["edit_norm"] + cfg.fluency_weight * flu + cfg.nonword_weight * c_nw
+                              + cfg.ending_weight * (not c["keeps_end"]))
             order = sorted(range(len(pool[q])), key=lambda j: (not pool[q][j]["valid"], pool[q][j]["score"],
                                                                -pool[q][j]["p_target"]))
             chosen.append(pool[q][order[0]])
@@ -680,7 +689,7 @@ class AIPText(TextCounterfactualMethod):
         a_cf = torch.stack([c["a"] for c in chosen]).float()
         table = [[{"text": c["text"], "valid": c["valid"], "p_target": round(c["p_target"], 4),
                    "edit_distance": c["edit_distance"], "edit_norm": round(c["edit_norm"], 4),
-                   "nonword_rate": round(c["nonword_rate"], 4),
+                   "nonword_rate": round(c["nonword_rate"], 4), "keeps_end": c["keeps_end"],
                    "ppl_ratio": round(c["ppl_ratio"], 4) if "ppl_ratio" in c else None,
                    "restart": c["restart"], "step": c["step"], "rank": c["rank"],
                    "score": round(c["score"], 4), "kind": c["kind"]}

@@ -48,7 +48,7 @@ __all__ = ["TextCounterfactualWidget", "candidates_html", "text_metrics_html"]
 
 #: knobs of the text methods shown only on request (``defaults=`` still applies)
 _RARE = ("long_inputs", "mask_attributes", "population", "search_noise", "kappa", "restart_noise",
-         "max_len", "skip_punctuation", "per_position")
+         "max_len", "skip_punctuation", "per_position", "length_slack")
 
 
 def candidates_html(result: CounterfactualResult, row: int = 0) -> str:
