@@ -45,9 +45,9 @@ validity, then closeness (word-token edit distance / source length) plus
 plus ``nonword_weight`` x the share of words found in neither the source nor the review
 corpora (mangled words, our addition); each decode also yields a variant with its mangled
 words repaired from the source (:func:`repair_words`); the best is returned, all are in
-``meta["per_row_candidates"]``. Hard decodes never repeat a word-initial token
-(:meth:`TextGenerator.generate`, ``block_repeats``) and stop ``length_slack`` tokens past
-the longest source (our run-on guards).
+``meta["per_row_candidates"]``. Hard decodes never repeat a word token at once nor loop
+"A B A B" (:meth:`TextGenerator.generate`, ``block_repeats``) and stop at most
+``length_slack`` tokens past their own source's length (our run-on guards).
 
 **Classifiers with another tokenizer** (MiniLM, a user's HF model): soft one-hots over the
 generator's vocabulary cannot enter their embeddings. ``search`` then picks
@@ -195,8 +195,8 @@ class AIPText(TextCounterfactualMethod):
                                     "sentiment word there in about a third of AIP's results). "
                                     "Measured at 0.5 on 64 held-out sentences: 21 -> 13 such "
                                     "results, but mangled words 0.8 -> 2.2 % and BLEU 71 -> 66.")
-        length_slack: int = knob(6, 0, 48, "Decodes stop at most this many tokens past the "
-                                 "longest source of the batch (guards against run-on decodes).")
+        length_slack: int = knob(6, 0, 48, "Decodes stop at most this many tokens past their "
+                                 "source's length (guards against run-on decodes).")
         transfer_edits: bool = knob(True, doc="Also offer each decode's changes relative to the "
                                     "generator's reconstruction applied to the source sentence (words "
                                     "the reconstruction got wrong stay as in the source), and the same "
@@ -713,7 +713,8 @@ class AIPText(TextCounterfactualMethod):
             "ranked_by": "validity, then edit distance / length" + (
                 f" + {cfg.fluency_weight} x max(0, log perplexity ratio)" if lm is not None else
                 " (no lm given: fluency not used)") + (
-                f" + {cfg.nonword_weight} x share of unknown words" if cfg.nonword_weight > 0 else ""),
+                f" + {cfg.nonword_weight} x share of unknown words" if cfg.nonword_weight > 0 else "") + (
+                f" + {cfg.ending_weight} if the final punctuation is lost" if cfg.ending_weight > 0 else ""),
             "attribute_spec": spec.to_dict(),
         })
         if ppl_src is not None:

@@ -220,6 +220,16 @@ class AttributeMasker:
         return (out, kept) if return_kept else out
 
 
+def token_mask(tokenizer, size: int, keep: Callable[[str], bool]) -> Tensor:
+    """Bool ``(size,)`` over a ``tokenizers``-backed tokenizer's ids: True where
+    ``keep(token_string)`` holds."""
+    m = torch.zeros(size, dtype=torch.bool)
+    for tok, i in tokenizer.backend_tokenizer.get_vocab().items():
+        if i < size and keep(tok):
+            m[i] = True
+    return m
+
+
 class TextGenerator(nn.Module):
     """Attribute-conditioned encoder-decoder; see the module docstring.
 
@@ -471,11 +481,8 @@ class TextGenerator(nn.Module):
         for the rest of the sentence ("culture culture ...", "ativeativeative")."""
         cached = getattr(self, "_repeat_mask", None)
         if cached is None or cached.device != self.device:
-            vocab = self.masker.tok.backend_tokenizer.get_vocab()
-            m = torch.zeros(self.config.vocab_size, dtype=torch.bool)
-            for tok, i in vocab.items():
-                if i < m.numel() and any(c.isalpha() for c in tok):
-                    m[i] = True
+            m = token_mask(self.masker.tok, self.config.vocab_size,
+                           lambda tok: any(c.isalpha() for c in tok))
             cached = self._repeat_mask = m.to(self.device)
         return cached
 
@@ -951,11 +958,8 @@ def train_text_generator(
         return rec
 
     # punctuation-only tokens (no letter or digit), for protect_punctuation
-    punct = torch.zeros(config.vocab_size, dtype=torch.bool)
-    for tok, i in masker.tok.backend_tokenizer.get_vocab().items():
-        if i < config.vocab_size and i not in (PAD_ID, 1, BOS_ID, EOS_ID, MASK_ID) and not any(
-                c.isalnum() for c in tok):
-            punct[i] = True
+    punct = token_mask(masker.tok, config.vocab_size, lambda tok: not any(c.isalnum() for c in tok))
+    punct[[PAD_ID, 1, BOS_ID, EOS_ID, MASK_ID]] = False  # special tokens
     gen.train()
     run = {}
     out_of_time = False
@@ -1005,12 +1009,12 @@ def train_text_generator(
             else:  # teacher-forced on the source sentence
                 logits2 = gen.decode_logits(z, a2, tgt[:, :-1], zm)  # (B, T-1, V)
                 y = gumbel_softmax(logits2, consistency_tau, True, gumbel_gen)
+                # positions where the classifier reads the source's own token
+                fixed = torch.zeros_like(real)
                 if consistency_positions == "masked":
-                    # the classifier reads the source everywhere except the masked
-                    # attribute words' tokens: only they can carry the flipped code
-                    free = attr_slot[:, 1:] & real
-                    y = torch.where(free.unsqueeze(-1), y,
-                                    F.one_hot(tgt[:, 1:], config.vocab_size).to(y.dtype))
+                    # everywhere except the masked attribute words' tokens: only they can
+                    # carry the flipped code
+                    fixed = ~(attr_slot[:, 1:] & real)
                 if eos_weight > 0:
                     # the sentence ends where the source ends, whatever the code says
                     # (and, with protect_punctuation, keeps its punctuation)
@@ -1020,7 +1024,9 @@ def train_text_generator(
                     eos_loss = F.cross_entropy(logits2[at_eos], tgt[:, 1:][at_eos])
                     loss = loss + eos_weight * eos_loss
                     stats["eos"] = eos_loss.item()
-                    y = torch.where(at_eos.unsqueeze(-1),
+                    fixed = fixed | at_eos
+                if consistency_positions == "masked" or eos_weight > 0:
+                    y = torch.where(fixed.unsqueeze(-1),
                                     F.one_hot(tgt[:, 1:], config.vocab_size).to(y.dtype), y)
                 probs = torch.cat([F.one_hot(tgt[:, :1], config.vocab_size).to(y.dtype), y], 1)
                 pmask = tm
