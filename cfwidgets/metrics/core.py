@@ -18,6 +18,9 @@ row per method. Definitions:
   ``t`` is the counterfactual's class and ``c`` the query's original class; lower is
   better for both (the counterfactual looks like the target class's data).
 - **oracle agreement**: an independently trained classifier also predicts ``t`` on ``x'``.
+- **judges**: ``evaluate`` names the model behind each judged figure (``row["judges"]``:
+  oracle, autoencoders, and any ``extra`` metric with a ``judge`` attribute), so a figure
+  is never silently scored by a model the method steered with.
 - **cost**: wall time per counterfactual and steps used (from the result).
 """
 
@@ -42,6 +45,7 @@ __all__ = [
     "oracle_agreement",
     "evaluate",
     "compare",
+    "judge_name",
     "format_table",
 ]
 
@@ -119,6 +123,15 @@ def oracle_agreement(result: CounterfactualResult, oracle: nn.Module) -> Tensor:
 MetricFn = Callable[[CounterfactualResult], Tensor]
 
 
+def judge_name(model) -> str:
+    """How a judge model is named in a metrics row: its zoo name (``model.zoo_meta``),
+    else its class name (a model the zoo did not make)."""
+    meta = getattr(model, "zoo_meta", None)
+    if isinstance(meta, dict) and meta.get("name"):
+        return str(meta["name"])
+    return type(model).__name__
+
+
 def evaluate(
     result: CounterfactualResult,
     *,
@@ -161,13 +174,28 @@ def evaluate(
         rows["im2"] = im2(result, autoencoders)
     if oracle is not None:
         rows["oracle"] = oracle_agreement(result, oracle)
+    judges: dict[str, str] = {}
+    if autoencoders is not None:
+        judges["im1"] = judges["im2"] = judge_name(autoencoders)
+    if oracle is not None:
+        judges["oracle"] = judge_name(oracle)
     for name, fn in (extra or {}).items():
         rows[name] = fn(result).float().cpu()
+        if getattr(fn, "judge", None):
+            judges[name] = str(fn.judge)
     if per_row:
         return rows
     out: dict = {"method": result.meta.get("title", result.method), "n": len(result)}
     medians = {k for k, fn in (extra or {}).items() if getattr(fn, "aggregate", "mean") == "median"}
-    out.update({k: float(v.median() if k in medians else v.mean()) for k, v in rows.items()})
+    # medians skip NaN rows (a figure a custom metric could not compute)
+    out.update({k: float(v.nanmedian() if k in medians else v.mean()) for k, v in rows.items()})
+    for k in medians:
+        n_nan = int(rows[k].isnan().sum())
+        if n_nan:
+            out[f"{k}_nan"] = n_nan
+    # which model produced each judged figure, so a reader can check it is not the model
+    # the method steered with (format_table leaves this column out)
+    out["judges"] = judges
     out["time_per_cf_s"] = float(result.meta.get("time_per_cf_s", float("nan")))
     if result.stopped:
         out["stopped"] = True
@@ -197,8 +225,8 @@ def format_table(rows: Sequence[dict], fmt: str = "text") -> str:
         return ""
     cols: list[str] = []
     for r in rows:
-        for k in r:
-            if k not in cols:
+        for k, v in r.items():
+            if k not in cols and not isinstance(v, (dict, list)):  # e.g. "judges"
                 cols.append(k)
 
     def cell(r, k):

@@ -196,6 +196,15 @@ class AttributeSpec:
             c = c * weights
         return c.sum(1)
 
+    def category_changed(self, a0: Tensor, a1: Tensor) -> Tensor:
+        """``(B,)`` bool: some categorical attribute's most likely category differs
+        between ``a0`` and ``a1`` (all False where the spec has no categorical)."""
+        out = torch.zeros(a0.shape[0], dtype=torch.bool, device=a0.device)
+        for k, sl in zip(self.kinds, self.slices, strict=True):
+            if k == "categorical":
+                out |= a0[:, sl].argmax(1) != a1[:, sl].argmax(1)
+        return out
+
     def natural_deltas(self, a0: Tensor, a1: Tensor) -> Tensor:
         """``(B, A)`` change in natural units (categorical: mass moved, 0..1)."""
         nat = self.to_natural(a1) - self.to_natural(a0)
@@ -255,7 +264,15 @@ class AttributeSpec:
         after in natural units, deltas (natural units; categorical: mass moved),
         changes in comparable units, and readable per-row descriptions."""
         a0, a1 = a0.detach().float().cpu(), a1.detach().float().cpu()
+        ch = self.changes(a0, a1).abs()
         return {
+            # per row: True where a categorical attribute's most likely category changed.
+            # The zoo generators' categorical attributes are class codes (mnist/cvae's
+            # "digit", shapes/cvae's "shape"), so such a counterfactual may be the
+            # generator relabelling the input rather than a change of style
+            "class_code_changed": self.category_changed(a0, a1),
+            # per row: the attribute with the largest change in the units of changes()
+            "per_row_largest_change": [self.names[i] for i in ch.argmax(1).tolist()] if len(self) else [],
             "attribute_names": list(self.names),
             "attribute_units": list(self.units),
             "attribute_kinds": list(self.kinds),

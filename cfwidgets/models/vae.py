@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ConvVAE"]
+__all__ = ["ConvVAE", "MlpVAE"]
 
 
 class ConvVAE(nn.Module):
@@ -91,5 +91,36 @@ class ConvVAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        dev = self.fc.weight.device
+        dev = next(self.parameters()).device
         return self.decode(torch.randn(n, self.latent_dim, generator=generator).to(dev))
+
+
+class MlpVAE(ConvVAE):
+    """The same VAE interface with fully connected encoder and decoder (no convolutions).
+
+    The zoo's ``mnist/vae-judge``: another architecture (and seed) than the ``mnist/vae``
+    that Diffeomorphic counterfactuals steer with, so its decoder's tangent space can
+    judge every method, the VAE arm included, without judging a method by its own model.
+
+    Examples::
+
+        vae = MlpVAE(latent_dim=16, hidden=256)
+        vae.decode(vae.encode(x)).shape      # (B, 1, 28, 28)
+    """
+
+    def __init__(self, input_shape: Sequence[int] = (1, 28, 28), latent_dim: int = 16,
+                 hidden: int = 512) -> None:
+        nn.Module.__init__(self)
+        c, h, w = (int(s) for s in input_shape)
+        self.input_shape = (c, h, w)
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        d = c * h * w
+        self.enc = nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ELU(),
+                                 nn.Linear(hidden, hidden), nn.ELU())
+        self.to_stats = nn.Linear(hidden, 2 * latent_dim)
+        self.dec = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ELU(),
+                                 nn.Linear(hidden, hidden), nn.ELU(), nn.Linear(hidden, d))
+
+    def decode_logits(self, z: Tensor) -> Tensor:
+        return self.dec(z).view(z.shape[0], *self.input_shape)

@@ -6,6 +6,7 @@ recipe                 model
 mnist/flow             multi-scale Glow (normflows) on MNIST-5k train, +-1 px shifts
 fashion/flow           the same Glow on Fashion-MNIST's 60,000 training images
 mnist/vae              convolutional VAE, 16 latents, on MNIST-5k train
+mnist/vae-judge        fully connected VAE, 16 latents, seed 1: judges the tangent fraction
 mnist/gan              DCGAN generator (nz = 64) + an encoder for warm-starting inversion
 =====================  =========================================================
 
@@ -83,7 +84,7 @@ def flow_test_bpd(model, x: torch.Tensor, seed: int = 0, batch_size: int = 250) 
     total, n = 0.0, 0
     for i in range(0, len(x), batch_size):
         xb = dequantize(x[i:i + batch_size].to(dev), g)
-        total += float(model.bits_per_dim(xb).sum())
+        total += float(model.continuous_bits_per_dim(xb).sum())
         n += len(xb)
     model.train(was)
     return total / max(1, n)
@@ -310,6 +311,33 @@ register(Recipe(
     reduced_check=_vae_reduced_check,
     seed=0,
     kind="vae",
+))
+
+
+def _mlp_vae_model(cfg: dict):
+    from ...models.vae import MlpVAE
+
+    return MlpVAE((1, 28, 28), latent_dim=cfg["latent_dim"], hidden=cfg["hidden"])
+
+
+# the judge of the tangent-space measure: another architecture (fully connected) and seed
+# than mnist/vae, which the Diffeomorphic VAE arm steers with; same latent size, so a random
+# direction scores the same sqrt(16 / 784)
+register(Recipe(
+    name="mnist/vae-judge",
+    version=1,
+    description="fully connected VAE (16 latents, seed 1) on MNIST-5k train: judges the "
+                "tangent-space fraction of every method; no method steers with it",
+    make_model=_mlp_vae_model,
+    train=train_vae,
+    config={"latent_dim": 16, "hidden": 256, "epochs": 60, "batch_size": 64, "lr": 1e-3, "shift": 1,
+            "n_train": None, "n_test": None},
+    reduced={"epochs": 3, "n_train": 1024, "n_test": 256},
+    data_fingerprint=_fp("mnist"),
+    check=_vae_check(0.04),
+    reduced_check=_vae_reduced_check,
+    seed=1,
+    kind="judge",
 ))
 
 
