@@ -92,7 +92,9 @@ def test_batch_equals_one_by_one(case):
         xi = case.x[i:i + 1]
         single = _run(case, xi, case.target[i:i + 1])
         assert int(single.pred_cf[0]) == int(batch.pred_cf[i]), f"row {i}: batch and single disagree"
-        if not _is_text(case):
+        if _is_text(case):  # the sentence itself, not only its class
+            assert single.x_cf[0] == batch.x_cf[i], f"row {i}: {single.x_cf[0]!r} != {batch.x_cf[i]!r}"
+        else:
             diff = (single.x_cf[0] - batch.x_cf[i]).abs().mean().item()
             change = (batch.x_cf[i] - batch.x[i]).abs().mean().item()
             assert diff <= case.batch_rtol * change + 1e-4, (
@@ -126,7 +128,28 @@ def test_callback_stops_early_and_result_says_so(case):
 
 def test_to_device_roundtrip(case):
     m = case.method
-    assert m.to("cpu") is m
+    models = m.modules()
+    # every model the method holds is one that .to() moves: the classifier and each
+    # nn.Module component (a model left behind would meet its inputs on another device)
+    held = [m.classifier] + [v for v in m.components.values() if isinstance(v, torch.nn.Module)]
+    assert {id(v) for v in held} <= {id(v) for v in models.values()}, sorted(models)
+    calls = []
+
+    def spy(name, orig):
+        def to(*a, **k):
+            calls.append((name, a, k))
+            return orig(*a, **k)
+        return to
+
+    for name, mod in models.items():
+        mod.to = spy(name, mod.to)
+    try:
+        assert m.to("cpu") is m
+    finally:
+        for mod in models.values():
+            del mod.to
+    assert sorted(c[0] for c in calls) == sorted(models), calls
+    assert all(torch.device(c[1][0]) == torch.device("cpu") for c in calls), calls
     assert m.device.type == "cpu"
     if torch.cuda.is_available():  # pragma: no cover - no GPU in CI
         m.to("cuda")
@@ -138,6 +161,7 @@ def test_to_device_roundtrip(case):
 def test_models_untouched_and_mode_restored(case):
     clf = case.method.classifier
     before = {k: v.clone() for k, v in clf.state_dict().items()}
+    requires = {k: p.requires_grad for k, p in clf.named_parameters()}
     clf.train()
     try:
         with pytest.warns(UserWarning, match="train mode"):
@@ -149,9 +173,8 @@ def test_models_untouched_and_mode_restored(case):
     for k, v in before.items():
         assert torch.equal(v, after[k]), f"explain() changed the classifier's {k}"
     assert all(p.grad is None for p in clf.parameters()), "gradients leaked into the classifier"
-    assert all(p.requires_grad for p in clf.parameters()) or not any(
-        p.requires_grad for p in before.values()
-    )
+    after_req = {k: p.requires_grad for k, p in clf.named_parameters()}
+    assert after_req == requires, "explain() changed which classifier parameters require grad"
 
 
 # ------------------------------------------------------------------------ bad input

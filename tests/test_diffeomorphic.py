@@ -137,17 +137,30 @@ def test_paper_claim_oracle_agrees_more_for_latent_counterfactuals(results):
 
 
 def test_paper_claim_latent_counterfactuals_are_more_probable(results, flow):
+    """Scored alike (metrics.manifold: 8-bit grid, dequantised), latent counterfactuals
+    stay within a bit per pixel of the real digits they came from; pixel ones do not. The
+    old raw scoring had counterfactuals look *more* probable than real digits (2.97 vs
+    3.5): that was the grid artefact. Measured on these 40 pairs: queries 1.78, flow 2.53,
+    VAE 2.02, pixels 10.2 (medians; means are swamped by a few rows in the thousands)."""
+    from cfwidgets.metrics.manifold import bits_per_dim_query
+
     bpd = {k: bits_per_dim_cf(r, flow) for k, r in results.items()}
-    assert bpd["flow"].mean() < bpd["pixels"].mean() - 1.0, {k: float(v.mean()) for k, v in bpd.items()}
-    assert bpd["vae"].mean() < bpd["pixels"].mean() - 1.0
-    # the flow's own counterfactuals stay near the data's range (held-out digits ~ 2 bits/dim)
-    assert bpd["flow"].median() < 3.5
+    med = {k: float(v.median()) for k, v in bpd.items()}
+    query = float(bits_per_dim_query(results["flow"], flow).median())
+    assert med["flow"] < med["pixels"] - 3.0, med
+    assert med["vae"] < med["pixels"] - 3.0, med
+    assert med["flow"] <= query + 1.0, (med, query)
+    assert med["vae"] <= query + 0.5, (med, query)
+    assert med["pixels"] > query + 5.0, (med, query)
 
 
-def test_tangent_fraction_latent_above_pixels(results, vae):
-    frac = {k: tangent_fraction(r, vae).mean().item() for k, r in results.items()}
+def test_tangent_fraction_latent_above_pixels(results):
+    """Judged by mnist/vae-judge (a fully connected VAE, another seed), never by the VAE
+    the VAE arm steered with."""
+    judge = _load("mnist/vae-judge")
+    frac = {k: tangent_fraction(r, judge).mean().item() for k, r in results.items()}
     assert frac["vae"] > frac["pixels"] + 0.2, frac
-    assert frac["flow"] > frac["pixels"], frac
+    assert frac["flow"] > frac["pixels"] + 0.05, frac
     assert frac["pixels"] < 0.6
 
 
@@ -156,6 +169,10 @@ def test_result_meta_and_path(results):
     b, t = len(res), len(res.trajectory_steps)
     assert res.meta["z0"].shape == res.meta["z_cf"].shape == (b, 784)
     assert res.meta["path_bpd"].shape == res.meta["path_target_prob"].shape == (b, t)
+    # the flow's round-trip guard: every row checked, flagged exactly where it fails
+    assert res.meta["roundtrip_error"].shape == (b,)
+    assert torch.equal(res.meta["unstable"], ~(res.meta["roundtrip_error"] <= 1e-3))
+    assert float(res.meta["unstable"].float().mean()) <= 0.1
     assert torch.allclose(res.meta["x_rec"], res.x, atol=1e-4)  # the flow's exact inverse
     # the path ends at the counterfactual
     assert torch.allclose(res.trajectory[-1], res.x_cf)
@@ -181,13 +198,29 @@ def test_callback_sees_latent_and_log_density(clf, flow, pairs):
 
 
 def test_straight_through_clip_matches_the_authors_code(clf, vae, pairs):
-    """The authors clip x.data (gradient as if unclipped); clamp's zero gradient is the
-    alternative. Both must run and give valid images."""
+    """The authors clip x.data, so the gradient passes as if unclipped; clamp's gradient is
+    zero wherever g(z) leaves [0, 1]. On a generator whose every pixel lies above 1 the
+    clamp arm cannot move z at all and the straight-through arm must."""
+
+    class Saturated(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vae = vae
+            self.latent_dim = vae.latent_dim
+
+        def encode(self, x):
+            return self.vae.encode(x)
+
+        def decode(self, z):  # pixel values in (1.0, 1.5): all clipped to 1
+            return 1.0 + 0.5 * self.vae.decode(z)
+
     x, t = pairs
-    m = DiffeomorphicCounterfactual(clf, vae)
-    for mode in ("straight_through", "clamp"):
-        r = m.explain(x[:4], t[:4], steps=30, clip_gradient=mode)
-        assert float(r.x_cf.min()) >= 0 and float(r.x_cf.max()) <= 1
+    m = DiffeomorphicCounterfactual(clf, Saturated(), kind="vae")
+    st = m.explain(x[:3], t[:3], steps=5, clip_gradient="straight_through")
+    cl = m.explain(x[:3], t[:3], steps=5, clip_gradient="clamp")
+    assert float(cl.meta["latent_distance"].max()) == 0.0
+    assert float(st.meta["latent_distance"].min()) > 0.0
+    assert float(st.x_cf.min()) >= 0 and float(st.x_cf.max()) <= 1
 
 
 def test_gan_counterfactuals_and_deviation_flag(clf, gan, pairs):
@@ -257,7 +290,6 @@ def test_widget_runs_each_generator_and_the_pixel_baseline(clf, flow, vae, gan):
         r = w.run(block=True)
         assert r is not None and w.error is None, w.error
     assert w.result.meta["config"]["proximity_weight"] == 0.0  # the pixel arm
-    assert "Pixel" not in w.static_html() or w.pixel_result is not None
     assert repr(w).startswith("DiffeomorphicWidget(")
 
 # The reduced-budget retrains of mnist/flow, fashion/flow, mnist/vae and mnist/gan run in

@@ -122,8 +122,11 @@ def test_aip_vs_hotflip_on_more_sentences(models):
     clf, lm = models["clf"], models["lm"]
     with torch.no_grad():
         target = 1 - clf(texts).argmax(1)
-    aip = evaluate_text(AIPText(clf, models["gen"], lm=lm).explain(texts, target), lm=lm)
-    hf = evaluate_text(HotFlip(clf).explain(texts, target), lm=lm)
+    from cfwidgets import zoo
+
+    judge = zoo.load("reviews/judge", device="cpu", train=False, progress=False)
+    aip = evaluate_text(AIPText(clf, models["gen"], lm=lm).explain(texts, target), lm=lm, judge=judge)
+    hf = evaluate_text(HotFlip(clf).explain(texts, target), lm=lm, judge=judge)
     _show("aip zoo clf, 64", aip)
     _show("hotflip zoo clf, 64", hf)
     assert aip["flip_rate"] >= 0.8
@@ -131,6 +134,17 @@ def test_aip_vs_hotflip_on_more_sentences(models):
     assert aip["ppl_ratio"] <= 2.0
     # measured: 0.4 % repeated bigrams, 0.7 % mangled words (HotFlip: 0.4 %, none)
     assert aip["repetition_cf"] <= 0.025 and aip["nonword_rate_cf"] <= 0.025, aip
+    # the independent judge (reviews/judge, no method steers with it) agrees far less
+    # often than the explained model: measured AIP 0.61, HotFlip 0.50 of 64. The bar
+    # guards against losing what there is; issue 11 asks for >= 0.8 (not reached yet)
+    assert aip["judge_agreement"] >= 0.5, aip["judge_agreement"]
+    assert aip["judges"]["judge_agreement"] == "reviews/judge"
+    # HotFlip, the word-substitution baseline (measured: 100 % flips, 1.2 edits, median 1,
+    # no mangled words)
+    assert hf["flip_rate"] >= 0.9, hf
+    assert hf["edit_distance_median"] <= 2, hf
+    assert hf["nonword_rate_cf"] <= 0.01, hf
+    assert hf["ppl_ratio"] <= 2.0, hf
 
 
 @pytest.mark.slow
@@ -153,3 +167,5 @@ def test_aip_explains_minilm_through_the_surrogate(models):
     _show("aip minilm (surrogate), 24", row)
     _show("hotflip minilm, 24", hf)
     assert row["flip_rate"] >= 0.5
+    assert hf["flip_rate"] >= 0.8, hf
+    assert hf["edit_distance_median"] <= 3, hf

@@ -704,6 +704,9 @@ class AIPText(TextCounterfactualMethod):
                                  "hard-decoded and scored by the explained classifier"}[search],
             "search_mode": search,
             "per_row_candidates": table,
+            # how each returned sentence was made: "decode" (the generator's own output)
+            # or a post-processed variant of one (its a_cf describes the decode it came from)
+            "per_row_kind": [c["kind"] for c in chosen],
             "per_row_edits": [word_edits(s, c) for s, c in zip(texts, x_cf, strict=True)],
             "x_rec": x_rec, "probs_rec": probs_rec.cpu(),
             "rec_keeps_class": probs_rec.argmax(1).cpu() == probs.argmax(1).cpu(),

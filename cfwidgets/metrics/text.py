@@ -202,7 +202,8 @@ def flip_rate(result, classifier=None) -> Tensor:
         return result.success.float()
     from ..models.text_adapters import as_text_classifier
 
-    clf = as_text_classifier(classifier)
+    # a judge model (cfwidgets.models.text_judges) scores text itself; others get adapted
+    clf = classifier if getattr(classifier, "is_text_classifier", False) else as_text_classifier(classifier)
     with torch.no_grad():
         pred = clf.predict_proba([t if t.strip() else "." for t in result.x_cf]).argmax(1)
     return (pred == result.target).float()
@@ -257,7 +258,8 @@ def _median(t: Tensor) -> float:
 
 
 def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_model: bool = True,
-                  fluency: bool = True, degeneration: bool = True, name: str | None = None) -> dict:
+                  fluency: bool = True, degeneration: bool = True, name: str | None = None,
+                  judge: Any = None) -> dict:
     """One table row of text metrics for a text result (averages over its rows; medians
     for perplexities and their ratio).
 
@@ -268,6 +270,13 @@ def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_
             own verdict, which is already on hard text).
         similarity_model: compute the MiniLM cosine (loads MiniLM once, ~4 s).
         name: the row's ``method`` (default the result's title).
+        judge: an independent sentiment model (e.g. ``zoo.load("reviews/judge")``, which
+            no text method steers with); adds ``judge_agreement``: the share of
+            counterfactuals it reads as the target class.
+
+    ``row["judges"]`` names the model behind each judged figure (``flip_rate``: the
+    explained classifier itself, by definition; ``ppl_*``: the fluency LM, which AIP-text
+    may also rank its candidates with, so treat those figures as the method's own view).
 
     Keys: ``method, n, flip_rate, target_prob, edit_distance, edit_distance_median,
     edit_distance_norm, source_len, bleu, corpus_bleu, similarity, ppl_source, ppl_cf,
@@ -304,5 +313,19 @@ def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_
         row["repetition_source"] = float(repetition(src).mean())
         row["repetition_cf"] = float(repetition(cf).mean())
         row["nonword_rate_cf"] = float(nonword_rate(cf, src).mean())
+    judges: dict[str, str] = {"flip_rate": "the explained classifier"
+                              if classifier is None else _judge_name(classifier)}
+    if fluency:
+        judges["ppl_ratio"] = judges["ppl_cf"] = _judge_name(lm) if lm is not None else "reviews/lm"
+    if judge is not None:
+        row["judge_agreement"] = float(flip_rate(result, judge).mean())
+        judges["judge_agreement"] = _judge_name(judge)
     row["time_per_sentence_s"] = float(result.meta.get("time_per_cf_s", math.nan))
+    row["judges"] = judges
     return row
+
+
+def _judge_name(model) -> str:
+    from .core import judge_name
+
+    return judge_name(model)
