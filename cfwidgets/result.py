@@ -132,6 +132,9 @@ class CounterfactualResult:
             "steps": None if self.steps is None else self.steps.tolist(),
             "stopped": self.stopped,
         }
+        nonfinite = self.meta.get("nonfinite")
+        if isinstance(nonfinite, Tensor):  # rows stopped for NaN/inf (see explain)
+            out["nonfinite"] = nonfinite.tolist()
         if isinstance(self.x, list):  # text: the sentences themselves are small
             out["x"], out["x_cf"] = list(self.x), list(self.x_cf)
         out["meta"] = {k: v for k, v in self.meta.items() if _jsonable(v)}
