@@ -133,15 +133,16 @@ def test_nonfinite_output_of_any_method_is_flagged():
 
         def _explain(self, x, target, cfg, *, probs, callback, generator):
             x_cf = x.clone()
-            x_cf[1] = float("nan")
+            x_cf[1] = float("nan")  # a NaN image ...
             p = probs.clone()
-            p[1] = float("nan")
+            p[2] = float("nan")  # ... and NaN probabilities for another row
             return RunOutput(x_cf=x_cf, probs_cf=p)
 
     clf, x, t = tiny_queries()
     with pytest.warns(UserWarning, match="non-finite"):
         res = Broken(clf).explain(x, t)
-    assert res.meta["nonfinite"].tolist() == [False, True, False]
+    assert res.meta["nonfinite"].tolist() == [False, True, True]
+    assert res.to_dict()["nonfinite"] == [False, True, True]
 
 
 # ------------------------------------------------------ silent: sigmoid probabilities
