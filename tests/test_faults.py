@@ -145,6 +145,39 @@ def test_nonfinite_output_of_any_method_is_flagged():
     assert res.to_dict()["nonfinite"] == [False, True, True]
 
 
+def test_aip_text_row_whose_loss_turns_nan_is_halted_and_flagged(monkeypatch):
+    pytest.importorskip("transformers")
+    from method_cases import review_queries
+
+    from cfwidgets.methods import AIPText
+
+    texts, target = review_queries()
+    clf = zoo.load("reviews/clf", device="cpu", train=False, progress=False)
+    try:
+        gen = zoo.load("reviews/gen", device="cpu", train=False, progress=False)
+    except zoo.ZooError as e:
+        pytest.skip(f"reviews/gen not available: {e}")
+    method = AIPText(clf, gen)
+    adapter = method.classifier_adapter
+    real = adapter.forward_soft
+    calls = []
+
+    def broken(soft, mask):  # the differentiable path breaks down for the first sentence
+        out = real(soft, mask)
+        calls.append(1)
+        if len(calls) >= 2 and out.shape[0] == len(texts):  # while sentence 0 is still active
+            out = out.clone()
+            out[0] = float("nan")
+        return out
+
+    monkeypatch.setattr(adapter, "forward_soft", broken)
+    with pytest.warns(UserWarning, match=r"row\(s\) \[0\] turned non-finite"):
+        res = method.explain(texts, target, steps=4, decode_every=1, restarts=1, confidence=0.999)
+    assert res.meta["nonfinite"].tolist() == [True] + [False] * (len(texts) - 1)
+    assert all(isinstance(t, str) for t in res.x_cf) and bool(torch.isfinite(res.probs_cf).all())
+    assert all(math.isfinite(v) for v in res.losses["loss"])
+
+
 # ------------------------------------------------------ silent: sigmoid probabilities
 def test_sigmoid_outputs_are_refused():
     clf, x, t = tiny_queries()
