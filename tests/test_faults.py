@@ -179,7 +179,7 @@ def test_aip_text_row_whose_loss_turns_nan_is_halted_and_flagged(monkeypatch):
 
 
 # ------------------------------------------------------ silent: sigmoid probabilities
-def test_sigmoid_outputs_are_refused():
+def test_sigmoid_outputs_are_warned_about_up_front():
     clf, x, t = tiny_queries()
 
     class Sigmoid(nn.Module):
@@ -188,10 +188,12 @@ def test_sigmoid_outputs_are_refused():
         def forward(self, v):
             return clf(v).sigmoid()
 
-    with pytest.raises(ValueError, match="sigmoid"):
+    with pytest.warns(UserWarning, match=r"sigmoid probabilities.*can then pass probability 0\.58"):
         Wachter(Sigmoid()).explain(x, t, steps=5)
-    # the advised escape for genuine logits in [0, 1] (a constant shift) passes
-    CounterfactualMethod._check_logits(torch.tensor([[0.2, 0.7, 0.1]]) - 1, 1)
+    # the advised escape for genuine logits in [0, 1] (a constant shift) is quiet
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CounterfactualMethod._check_logits(torch.tensor([[0.2, 0.7, 0.1]]) - 1, 1)
 
 
 # -------------------------------------- silent: a generator of another data set / shape

@@ -9,6 +9,7 @@ A method implements ``_explain`` (the paper's loop) and usually ``from_zoo``.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -337,16 +338,20 @@ class CounterfactualMethod(ABC):
                 "lambda x: model(x).clamp_min(1e-12).log())."
             )
         if bool(((logits >= 0) & (logits <= 1)).all()):
-            # read as logits, outputs in [0, 1] cap every softmax probability at
-            # e / (e + K - 1) (0.23 for 10 classes): the search can never become confident
-            raise ValueError(
-                "the classifier's outputs all lie in [0, 1] without summing to 1: they look like "
-                "sigmoid probabilities (a final torch.sigmoid or a multi-label head). "
-                "Counterfactual losses need logits: remove the sigmoid (or wrap it: lambda x: "
-                "torch.logit(model(x).clamp(1e-6, 1 - 1e-6))). If these really are logits that "
-                "happen to lie in [0, 1], shift them (softmax ignores a constant): "
-                "lambda x: model(x) - 1."
-            )
+            # read as logits, sigmoid outputs cap every softmax probability at
+            # e / (e + K - 1) (0.23 for 10 classes, 0.73 for 2): the search can never become
+            # confident. A warning, not an error: an untrained model's genuine logits may
+            # also all lie in [0, 1] on a small batch (nothing tells the two apart for sure).
+            k = logits.shape[1]
+            warnings.warn(
+                f"the classifier's outputs all lie in [0, 1] without summing to 1: they look like "
+                f"sigmoid probabilities (a final torch.sigmoid or a multi-label head). Read as "
+                f"logits, no class can then pass probability {math.e / (math.e + k - 1):.2f}, so "
+                f"the search cannot reach its confidence. Counterfactual methods need logits: "
+                f"remove the sigmoid (or wrap it: lambda x: torch.logit(model(x).clamp(1e-6, "
+                f"1 - 1e-6))). If these really are logits that happen to lie in [0, 1], shift "
+                f"them to silence this (softmax ignores a constant): lambda x: model(x) - 1.",
+                UserWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ packing
     def _pack(self, x, target, probs, out: RunOutput, cfg, seed, wall, switched) -> CounterfactualResult:

@@ -288,7 +288,7 @@ def _set_aside(recipe: Recipe, weights: Path, meta_path: Path) -> str:
     that it is still broken: another process may just have rewritten it); return what was
     done, for the warning."""
     try:
-        with _lock(recipe.name):
+        with _lock(recipe.name, timeout=30):  # a build in progress elsewhere: leave it be
             again = _verify(recipe, weights, meta_path)
             if not isinstance(again, str) or not _broken(again):
                 return "rewritten meanwhile by another process"
@@ -311,12 +311,12 @@ def _instantiate(recipe: Recipe, state: dict, meta: dict, device: torch.device,
 
 # ------------------------------------------------------------------------ build
 @contextlib.contextmanager
-def _lock(name: str) -> Iterator[None]:
+def _lock(name: str, timeout: float = -1) -> Iterator[None]:
     from filelock import FileLock
 
     lock_path = cache_dir() / "zoo" / f"{_stem(name)}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_path)):
+    with FileLock(str(lock_path), timeout=timeout):
         yield
 
 
