@@ -189,4 +189,13 @@ def stack_results(results: list[CounterfactualResult]) -> CounterfactualResult:
         trajectory=traj,
         steps=None if first.steps is None else torch.cat([r.steps for r in results]),
         stopped=any(r.stopped for r in results),
+        meta=_stack_flags(first.meta, results),
     )
+
+
+def _stack_flags(meta: dict, results: list[CounterfactualResult]) -> dict:
+    """``meta`` with the per-row ``nonfinite`` flags of all results concatenated."""
+    flags = [r.meta.get("nonfinite") for r in results]
+    if all(isinstance(f, Tensor) for f in flags):
+        return dict(meta, nonfinite=torch.cat(flags))
+    return meta

@@ -101,6 +101,11 @@ def test_classifier_turning_nan_mid_run_halts_that_row_and_says_so():
     assert torch.allclose(res.x_cf[1:], good.x_cf[1:], atol=1e-6)
     assert not bool(good.meta["nonfinite"].any())
     assert all(math.isfinite(v) for v in res.losses["loss"])
+    from cfwidgets.result import stack_results
+
+    both = stack_results([good, res])
+    assert both.meta["nonfinite"].tolist() == [False] * 3 + [True, False, False]
+    assert res[0].meta["nonfinite"].tolist() == [True] and res[1:].meta["nonfinite"].tolist() == [False, False]
 
 
 def test_recorder_halts_a_row_whose_loss_alone_turns_nonfinite():
