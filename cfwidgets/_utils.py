@@ -64,15 +64,18 @@ def make_generator(generator: torch.Generator | int | None, default_seed: int = 
     return g, int(generator)
 
 
-def cache_dir() -> Path:
-    """The user cache directory (``$CFWIDGETS_CACHE`` or ``~/.cache/cfwidgets``), created."""
+def cache_dir(create: bool = True) -> Path:
+    """The user cache directory (``$CFWIDGETS_CACHE`` or ``~/.cache/cfwidgets``); created
+    unless ``create`` is false (readers pass ``False``: looking for a cached file must work
+    with a read-only or missing cache)."""
     root = os.environ.get("CFWIDGETS_CACHE")
     if root:
         path = Path(root).expanduser()
     else:
         base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
         path = Path(base) / "cfwidgets"
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -11,6 +11,60 @@ from pathlib import Path
 
 __all__ = ["main"]
 
+#: data sets of sentences (the image commands refuse them with a pointer to the text methods)
+TEXT_DATASETS = ("reviews", "imdb")
+
+
+class UsageError(Exception):
+    """A bad command-line argument: ``main`` prints its message as one line and exits 2."""
+
+
+def _check_image_dataset(name: str, what: str) -> None:
+    from . import zoo
+    from .data.images import DATASETS
+
+    if name in DATASETS:
+        if f"{name}/cnn" not in zoo.recipes():
+            have = sorted(d for d in DATASETS if f"{d}/cnn" in zoo.recipes())
+            raise UsageError(f"the zoo has no classifier for --dataset {name!r} ({name}/cnn); "
+                             f"data sets with one: {have}.")
+        return
+    if name in TEXT_DATASETS:
+        raise UsageError(
+            f"--dataset {name!r} holds sentences, but {what} works on images "
+            f"({sorted(DATASETS)}); explain sentences with the text methods, e.g. "
+            f"`cfwidgets demo --methods hotflip` or HotFlip.from_zoo('reviews') in Python.")
+    raise UsageError(f"unknown --dataset {name!r}; image data sets: {sorted(DATASETS)}.")
+
+
+def _check_count(flag: str, value: int, low: int, meaning: str = "") -> None:
+    if value < low:
+        raise UsageError(f"{flag} must be >= {low}{meaning}, got {value}.")
+
+
+def _parse_knobs(text: str, method_cls) -> dict:
+    """``--knobs`` JSON -> a dict of knob overrides, checked against the method's Config."""
+    from .config import merge
+
+    if not text:
+        return {}
+    try:
+        knobs = json.loads(text)
+    except ValueError as e:
+        raise UsageError(f"--knobs is not valid JSON ({e}); give an object, e.g. "
+                         f"--knobs '{{\"steps\": 200}}'.") from None
+    if not isinstance(knobs, dict):
+        raise UsageError(f"--knobs must be a JSON object of knob names and values, e.g. "
+                         f"'{{\"steps\": 200}}', got a JSON {type(knobs).__name__}.")
+    # {name: weight} dicts (attribute weights) are converted by the method itself
+    plain = {k: v for k, v in knobs.items() if not isinstance(v, dict)}
+    try:
+        merge(method_cls.Config, None, plain)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--knobs: {e}") from None
+    return knobs
+
+
 
 # --------------------------------------------------------------------------- demo
 def _demo(args: argparse.Namespace) -> int:
@@ -25,14 +79,17 @@ def _demo(args: argparse.Namespace) -> int:
     from .viz.html import grid_png, report_html, result_html
 
     t_start = time.perf_counter()
-    device = resolve_device(args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_count("--n", args.n, 1, " (the number of test images)")
+    _check_count("--steps", args.steps, 0, " (0 = each method's own budget)")
+    _check_image_dataset(args.dataset, "the demo")
     names = [m.strip() for m in args.methods.split(",")] if args.methods else list(METHODS)
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         print(f"unknown method(s) {unknown}; available: {sorted(METHODS)}", file=sys.stderr)
         return 2
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
 
     print(f"cfwidgets demo: {len(names)} method(s) on {args.n} {args.dataset} test images, device {device}")
     t0 = time.perf_counter()
@@ -134,6 +191,10 @@ def _zoo(args: argparse.Namespace) -> int:
     from . import zoo
     from .zoo.core import _SKIPPED
 
+    for name in getattr(args, "names", None) or []:
+        if name not in zoo.recipes():
+            raise UsageError(f"unknown zoo recipe {name!r}; available: {sorted(zoo.recipes())}.")
+
     if args.zoo_cmd == "list":
         for name, r in zoo.recipes().items():
             st = zoo.info(name)
@@ -184,12 +245,27 @@ def _explain(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .methods import get_method
 
+    _check_count("--n", args.n, 0, " (0 = the whole split)")
+    _check_count("--batch-size", args.batch_size, 1)
+    try:
+        cls = get_method(args.method)
+    except KeyError as e:
+        raise UsageError(f"--method: {e.args[0]}") from None
+    if cls.modality != "image":
+        raise UsageError(f"--method {args.method!r} explains sentences; `cfwidgets explain` runs the "
+                         f"image methods (use `cfwidgets demo --methods {args.method}` or the Python API).")
+    _check_image_dataset(args.dataset, f"the image method {args.method!r}")
+    if args.split not in ("train", "test", "all"):
+        raise UsageError(f"--split must be 'train', 'test' or 'all', got {args.split!r}.")
+    knobs = _parse_knobs(args.knobs, cls)
     device = resolve_device(args.device)
-    method = get_method(args.method).from_zoo(args.dataset, device=device)
+    try:
+        method = cls.from_zoo(args.dataset, device=device)
+    except (ValueError, KeyError) as e:  # e.g. a method without zoo models for this data set
+        raise UsageError(f"{args.method} on --dataset {args.dataset!r}: {e.args[0] if e.args else e}") from None
     data = load_dataset(args.dataset, args.split)
     n = min(args.n or len(data), len(data))
     clf = zoo.load(f"{args.dataset}/cnn", device=device)
-    knobs = json.loads(args.knobs) if args.knobs else {}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tensors_dir = out.with_suffix("")
@@ -207,7 +283,8 @@ def _explain(args: argparse.Namespace) -> int:
                        "target": int(res.target[i]), "pred_cf": int(res.pred_cf[i]),
                        "success": bool(res.success[i]), "target_prob": float(res.target_prob[i]),
                        "l1": float((res.x_cf[i] - res.x[i]).abs().mean()),
-                       "steps": None if res.steps is None else int(res.steps[i])}
+                       "steps": None if res.steps is None else int(res.steps[i]),
+                       "nonfinite": bool(res.meta["nonfinite"][i]) if "nonfinite" in res.meta else False}
                 f.write(json.dumps(row) + "\n")
             if args.save_images:
                 from safetensors.torch import save_file
@@ -277,7 +354,16 @@ def main(argv: list[str] | None = None) -> int:
     b.set_defaults(fn=_bench)
 
     args = p.parse_args(argv)
-    return int(args.fn(args) or 0)
+    from .zoo.core import ZooError
+
+    try:
+        return int(args.fn(args) or 0)
+    except UsageError as e:
+        print(f"cfwidgets {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except ZooError as e:
+        print(f"cfwidgets {args.cmd}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,8 @@ Examples::
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +101,35 @@ def knobs(config_cls_or_obj: Any) -> Iterator[Knob]:
         yield Knob(name=f.name, default=f.default, **meta)
 
 
+def _plain(value: Any) -> Any:
+    """A numpy / torch scalar as the python number it holds (``np.int64(20)`` -> ``20``,
+    ``np.bool_(True)`` -> ``True``); anything else unchanged."""
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, numbers.Number) or type(value).__module__.split(".")[0] in ("numpy", "torch"):
+        try:
+            item = value.item()  # one-element numpy / torch values only
+        except (AttributeError, ValueError, RuntimeError, TypeError):
+            return value
+        if type(item) in (bool, int, float, str):
+            return item
+    return value
+
+
+def _normalise(k: Knob, value: Any) -> Any:
+    """The knob's value in its declared python type where that loses nothing: numpy
+    scalars become python numbers, an integral float for an int knob an int (``20.0`` ->
+    ``20``), an int for a float knob a float, a list for a tuple knob a tuple."""
+    if k.kind == "sequence" and isinstance(value, (list, tuple)):
+        return tuple(_plain(v) for v in value)
+    value = _plain(value)
+    if k.kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if k.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 def _check_value(k: Knob, value: Any, cls_name: str) -> None:
     where = f"{cls_name}.{k.name}"
     if value is None:
@@ -122,12 +153,13 @@ def _check_value(k: Knob, value: Any, cls_name: str) -> None:
     else:
         values = (value,)
     for v in values:
+        v = _plain(v)
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeError(f"{where} must be a number, got {v!r}.")
-        if kind == "int" and not float(v).is_integer():
-            raise TypeError(f"{where} must be an integer, got {v!r}.")
+            raise TypeError(f"{where} must be a number, got {v!r} ({type(v).__name__}).")
         if v != v:  # NaN
             raise ValueError(f"{where} is NaN.")
+        if kind == "int" and not (isinstance(v, int) or (math.isfinite(v) and float(v).is_integer())):
+            raise TypeError(f"{where} must be a whole number (an int knob), got {v!r}.")
         if k.min is not None and v < k.min:
             raise ValueError(f"{where} must be >= {k.min}, got {v!r}.")
         if k.max is not None and v > k.max:
@@ -162,14 +194,18 @@ def merge(config_cls: type, config: Any = None, overrides: Mapping[str, Any] | N
         )
     if overrides:
         base = _replace(config_cls, base, overrides)
-    # ints given for float knobs are fine; normalise them so the config records floats.
+    # values of the knob's meaning in another type (an int for a float knob, 20.0 or
+    # np.int64(20) for an int knob, a list for a tuple) are recorded in the declared type,
+    # so the loops get what they expect; everything else is judged by validate()
     fixes = {}
     for k in knobs(base):
         v = getattr(base, k.name)
-        if k.kind == "float" and isinstance(v, int) and not isinstance(v, bool):
-            fixes[k.name] = float(v)
-        if k.kind == "sequence" and isinstance(v, list):
-            fixes[k.name] = tuple(v)
+        if k.choices is not None:
+            nv = _plain(v)
+        else:
+            nv = _normalise(k, v)
+        if nv is not v and (type(nv) is not type(v) or nv != v):
+            fixes[k.name] = nv
     if fixes:
         base = dataclasses.replace(base, **fixes)
     return validate(base)

@@ -132,6 +132,9 @@ class CounterfactualResult:
             "steps": None if self.steps is None else self.steps.tolist(),
             "stopped": self.stopped,
         }
+        nonfinite = self.meta.get("nonfinite")
+        if isinstance(nonfinite, Tensor):  # rows stopped for NaN/inf (see explain)
+            out["nonfinite"] = nonfinite.tolist()
         if isinstance(self.x, list):  # text: the sentences themselves are small
             out["x"], out["x_cf"] = list(self.x), list(self.x_cf)
         out["meta"] = {k: v for k, v in self.meta.items() if _jsonable(v)}
@@ -186,4 +189,13 @@ def stack_results(results: list[CounterfactualResult]) -> CounterfactualResult:
         trajectory=traj,
         steps=None if first.steps is None else torch.cat([r.steps for r in results]),
         stopped=any(r.stopped for r in results),
+        meta=_stack_flags(first.meta, results),
     )
+
+
+def _stack_flags(meta: dict, results: list[CounterfactualResult]) -> dict:
+    """``meta`` with the per-row ``nonfinite`` flags of all results concatenated."""
+    flags = [r.meta.get("nonfinite") for r in results]
+    if all(isinstance(f, Tensor) for f in flags):
+        return dict(meta, nonfinite=torch.cat(flags))
+    return meta

@@ -265,7 +265,7 @@ class AIP(CounterfactualMethod):
         idx = select(rec.done, dist, p_out.gather(1, tr[:, None])[:, 0])
         out = rec.output(x_out[idx], p_out[idx])
         out.trajectory = [t[idx] for t in out.trajectory]
-        out.steps = out.steps[idx]
+        out.steps, out.nonfinite = out.steps[idx], out.nonfinite[idx]
         a_cf, z_cf = a_out[idx], z_out[idx]
         meta = spec.report(a0, a_cf)
         meta.update({

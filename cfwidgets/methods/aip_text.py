@@ -408,6 +408,7 @@ class AIPText(TextCounterfactualMethod):
 
         # ---- bookkeeping
         done = torch.zeros(n, dtype=torch.bool)
+        nonfinite = torch.zeros(n, dtype=torch.bool)  # rows halted by the NaN/inf guard
         cand: list[dict | None] = [None] * n
         cur_text: list[str] = [""] * n
         cur_probs = torch.zeros(n, probs.shape[1])
@@ -468,7 +469,7 @@ class AIPText(TextCounterfactualMethod):
             clf_max = int(getattr(diff_clf, "max_len", 512))
             vocab = int(diff_clf.vocab_size)
             for step in range(cfg.steps):
-                act = all_rows[~done]
+                act = all_rows[~done & ~nonfinite]
                 if act.numel() == 0:
                     break
                 frac = step / max(1, cfg.steps - 1)
@@ -498,9 +499,17 @@ class AIPText(TextCounterfactualMethod):
                     with torch.no_grad():
                         a.copy_(torch.where(free_cols.bool(), spec.project(a), a0_r))
                 for k in losses:
-                    losses[k].append(float(parts[k].detach().mean()))
+                    v = parts[k].detach()
+                    losses[k].append(float(v[torch.isfinite(v)].mean()) if bool(torch.isfinite(v).any())
+                                     else float("nan"))
                 parts_rows = {int(i): {k: float(parts[k][j].detach()) for k in losses} for j, i in enumerate(act)}
-                if (step + 1) % cfg.decode_every == 0 or step == cfg.steps - 1:
+                # NaN/inf guard (shared rule of the Recorder): a row whose loss broke keeps
+                # its last decode, takes no further step and is flagged in meta["nonfinite"]
+                nf = ~torch.isfinite(parts["loss"].detach()).cpu()
+                if bool(nf.any()):
+                    nonfinite[act[nf]] = True
+                    act = act[~nf]
+                if act.numel() and ((step + 1) % cfg.decode_every == 0 or step == cfg.steps - 1):
                     with torch.no_grad():
                         zd, ad = z.detach()[act.to(dev)], a.detach()[act.to(dev)]
                         ids = gen.generate(zd, ad, zm_r[act], max_len=cfg.max_len, mode=cfg.decode,
@@ -512,8 +521,10 @@ class AIPText(TextCounterfactualMethod):
                 if report(step, parts_rows):
                     stopped = True
                     break
-        return self._finish(texts, target, cfg, search, probs, a0, a_start, x_rec, probs_rec, cand,
-                            cur_text, cur_probs, cur_a, done, snapshots, losses, stopped, b, r_n)
+        out = self._finish(texts, target, cfg, search, probs, a0, a_start, x_rec, probs_rec, cand,
+                           cur_text, cur_probs, cur_a, done, snapshots, losses, stopped, b, r_n)
+        out.nonfinite = nonfinite  # (restarts * B,), restart-major: folded per sentence by the base
+        return out
 
     @staticmethod
     def _shown_row(i: int, b: int, r_n: int, done: Tensor) -> int:

@@ -9,6 +9,7 @@ A method implements ``_explain`` (the paper's loop) and usually ``from_zoo``.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -24,7 +25,7 @@ from ..config import merge, to_dict
 from ..protocols import StepCallback, StepState
 from ..result import CounterfactualResult
 
-__all__ = ["CounterfactualMethod", "RunOutput", "Recorder", "check_images", "prepared"]
+__all__ = ["CounterfactualMethod", "RunOutput", "Recorder", "check_callback", "check_images", "prepared"]
 
 
 @dataclass
@@ -39,6 +40,9 @@ class RunOutput:
     steps: Tensor | None = None
     stopped: bool = False
     meta: dict = field(default_factory=dict)
+    #: (B,) bool: rows whose loss or output turned NaN/inf (stopped at their last finite
+    #: iterate by the Recorder); ``None`` when the method does not track it
+    nonfinite: Tensor | None = None
 
 
 class CounterfactualMethod(ABC):
@@ -68,6 +72,7 @@ class CounterfactualMethod(ABC):
         if device is not None:
             self.to(device)
         self._check_devices()
+        self._check_compatible()
 
     # ------------------------------------------------------------------ devices
     def modules(self) -> dict[str, nn.Module]:
@@ -95,6 +100,13 @@ class CounterfactualMethod(ABC):
 
     def _check_devices(self) -> None:
         devs = {name: module_device(m) for name, m in self.modules().items()}
+        on_meta = [k for k, v in devs.items() if v.type == "meta"]
+        if on_meta:
+            raise ValueError(
+                f"{', '.join(on_meta)} of {type(self).__name__} is on the 'meta' device (shapes "
+                f"only, no weights: e.g. built under `with torch.device('meta')` or by "
+                f"from_pretrained(low_cpu_mem_usage=...)); materialise it first, e.g. "
+                f"model.to_empty(device='cpu') then model.load_state_dict(...).")
         if len(set(devs.values())) > 1:
             listing = ", ".join(f"{k} on {v}" for k, v in devs.items())
             raise ValueError(
@@ -102,6 +114,45 @@ class CounterfactualMethod(ABC):
                 f"move them together, e.g. {type(self).__name__}(..., device='cpu') or "
                 f"method.to('cuda')."
             )
+
+    def _check_compatible(self) -> None:
+        """Refuse a generator (or any other model of the method) made for other data than
+        the classifier: another image shape or channel count, another class list, or
+        another data set according to the zoo metadata (``zoo_meta``)."""
+        clf = self.classifier
+        cls_shape = getattr(clf, "input_shape", None)
+        cls_tag = _dataset_tag(clf)
+        cls_classes = _class_count(clf)
+        cls_names = getattr(clf, "class_names", None)
+        for name, comp in self.components.items():
+            what = f"the {name} ({_describe(comp)}) and the classifier ({_describe(clf)})"
+            shape = getattr(comp, "input_shape", None)
+            if shape is not None and cls_shape is not None and tuple(shape) != tuple(cls_shape):
+                ch = (f" ({shape[0]} vs {cls_shape[0]} channels)"
+                      if len(shape) == len(cls_shape) == 3 and shape[0] != cls_shape[0] else "")
+                raise ValueError(
+                    f"{what} do not fit: the {name} works on images of shape {tuple(shape)} but the "
+                    f"classifier expects {tuple(cls_shape)} (C, H, W){ch}; use a {name} trained on "
+                    f"the classifier's data.")
+            tag = _dataset_tag(comp)
+            if tag is not None and cls_tag is not None and tag.split("-")[0] != cls_tag.split("-")[0]:
+                raise ValueError(
+                    f"{what} come from different data sets ({tag!r} vs {cls_tag!r}): the "
+                    f"counterfactuals would edit attributes of other data. Use the {name} of the "
+                    f"classifier's data set (e.g. {type(self).__name__}.from_zoo({cls_tag!r})); if "
+                    f"the pairing is intended, set {name}.zoo_meta['dataset'] = {cls_tag!r}.")
+            n = _class_count(comp)
+            if n is not None and cls_classes is not None and n != cls_classes:
+                raise ValueError(
+                    f"{what} disagree on the classes: the {name} declares {n}, the classifier "
+                    f"{cls_classes}; use a {name} conditioned on the classifier's classes.")
+            cats = _class_like_categories(comp, cls_names)
+            if cats is not None:
+                attr, values = cats
+                raise ValueError(
+                    f"{what} disagree on the classes: the {name}'s attribute {attr!r} has the "
+                    f"categories {list(values)}, the classifier the classes {list(cls_names)}; use a "
+                    f"{name} conditioned on the classifier's classes.")
 
     # ------------------------------------------------------------- construction
     @classmethod
@@ -132,9 +183,21 @@ class CounterfactualMethod(ABC):
                 same result.
 
         Returns:
-            a :class:`~cfwidgets.result.CounterfactualResult` on the CPU.
+            a :class:`~cfwidgets.result.CounterfactualResult` on the CPU. Rows whose loss or
+            output turned NaN/inf are stopped at their last finite iterate and flagged in
+            ``meta["nonfinite"]`` (with a warning).
+
+        Batches: rows are optimised independently (per-row losses, element-wise Adam), so a
+        batch is mathematically the same as one-by-one calls, and it predicts the same class
+        for every row. It is not bit-identical: a model's batched and single forward passes
+        differ by float noise (measured below 1e-4: ~1e-6 for the zoo's CNN and CVAE,
+        ~3e-5 for the flow's encoder), and Adam's first steps, about ``lr`` whatever the
+        gradient's size, can turn that into a visibly different, equally valid path for a
+        few rows (up to 0.16 max pixel difference for AIP, 1.0 for Diffeomorphic on 8
+        digits). For bit-identical results across batch sizes, call one row at a time.
         """
         cfg = merge(self.Config, config, overrides)
+        check_callback(callback)
         self._check_devices()
         dev = self.device
         x = self.check_inputs(x).to(dev)
@@ -217,6 +280,9 @@ class CounterfactualMethod(ABC):
                 idx.append(list(names).index(t))
             target = idx if len(idx) > 1 or not isinstance(target, str) else idx[0]
         if isinstance(target, Tensor):
+            if target.device.type == "meta":
+                raise ValueError("target is on the 'meta' device (a shape without values); pass "
+                                 "class indices as ints, a list or a tensor on the CPU/GPU.")
             t = target.detach().cpu()
         else:
             try:
@@ -271,6 +337,21 @@ class CounterfactualMethod(ABC):
                 "counterfactual losses need logits: remove the final softmax (or wrap it: "
                 "lambda x: model(x).clamp_min(1e-12).log())."
             )
+        if bool(((logits >= 0) & (logits <= 1)).all()):
+            # read as logits, sigmoid outputs cap every softmax probability at
+            # e / (e + K - 1) (0.23 for 10 classes, 0.73 for 2): the search can never become
+            # confident. A warning, not an error: an untrained model's genuine logits may
+            # also all lie in [0, 1] on a small batch (nothing tells the two apart for sure).
+            k = logits.shape[1]
+            warnings.warn(
+                f"the classifier's outputs all lie in [0, 1] without summing to 1: they look like "
+                f"sigmoid probabilities (a final torch.sigmoid or a multi-label head). Read as "
+                f"logits, no class can then pass probability {math.e / (math.e + k - 1):.2f}, so "
+                f"the search cannot reach its confidence. Counterfactual methods need logits: "
+                f"remove the sigmoid (or wrap it: lambda x: torch.logit(model(x).clamp(1e-6, "
+                f"1 - 1e-6))). If these really are logits that happen to lie in [0, 1], shift "
+                f"them to silence this (softmax ignores a constant): lambda x: model(x) - 1.",
+                UserWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ packing
     def _pack(self, x, target, probs, out: RunOutput, cfg, seed, wall, switched) -> CounterfactualResult:
@@ -305,6 +386,7 @@ class CounterfactualMethod(ABC):
         if switched:
             meta["switched_to_eval"] = switched
         meta.update({k: cpu(v) for k, v in out.meta.items()})
+        meta["nonfinite"] = self._nonfinite_rows(out, len(target))
         return CounterfactualResult(
             x=cpu(x),
             x_cf=cpu(out.x_cf),
@@ -319,12 +401,92 @@ class CounterfactualMethod(ABC):
             meta=meta,
         )
 
+    def _nonfinite_rows(self, out: RunOutput, n: int) -> Tensor:
+        """``(n,)`` bool on the CPU: rows the loop's guard stopped for NaN/inf (the
+        Recorder's flags; several copies of a row, e.g. restarts, count if any did) or whose
+        returned counterfactual / probabilities are not finite. Warns when any is set."""
+        flags = torch.zeros(n, dtype=torch.bool)
+        if out.nonfinite is not None:
+            f = out.nonfinite.detach().bool().cpu().flatten()
+            if f.numel() == n:
+                flags |= f
+            elif f.numel() % n == 0:  # copies stacked copy-major (restarts)
+                flags |= f.view(-1, n).any(0)
+        p = torch.as_tensor(out.probs_cf).detach().float().cpu()
+        if p.ndim == 2 and p.shape[0] == n:
+            flags |= ~torch.isfinite(p).all(1)
+        if isinstance(out.x_cf, Tensor) and out.x_cf.ndim >= 1 and out.x_cf.shape[0] == n:
+            flags |= ~torch.isfinite(out.x_cf.detach().cpu()).flatten(1).all(1)
+        if bool(flags.any()):
+            rows = flags.nonzero()[:, 0].tolist()
+            warnings.warn(
+                f"{type(self).__name__}: row(s) {rows[:10]}{' ...' if len(rows) > 10 else ''} turned "
+                f"non-finite (NaN/inf in the loss or in a model's output) during the search; they "
+                f"were stopped at their last finite iterate (where the method keeps one) and are "
+                f"flagged in result.meta['nonfinite']. Check the models for numerical problems "
+                f"(log of 0, division by 0, overflow) or lower the learning rate.",
+                UserWarning, stacklevel=4)
+        return flags
+
     def __repr__(self) -> str:
         parts = ", ".join(f"{k}={type(v).__name__}" for k, v in self.modules().items())
         return f"{type(self).__name__}({parts}, device={self.device})"
 
 
 # ---------------------------------------------------------------------- helpers
+def _describe(m: Any) -> str:
+    meta = getattr(m, "zoo_meta", None)
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return f"zoo {name!r}" if isinstance(name, str) else type(m).__name__
+
+
+def _dataset_tag(m: Any) -> str | None:
+    """The data set a model was trained on, from its zoo metadata: ``zoo_meta['dataset']``
+    when set, else the recipe name's prefix (``"mnist/cvae"`` -> ``"mnist"``)."""
+    meta = getattr(m, "zoo_meta", None)
+    if not isinstance(meta, dict):
+        return None
+    tag = meta.get("dataset")
+    if isinstance(tag, str) and tag:
+        return tag
+    name = meta.get("name")
+    if isinstance(name, str) and "/" in name:
+        return name.split("/", 1)[0]
+    return None
+
+
+def _class_count(m: Any) -> int | None:
+    """The number of classes a model declares (``num_classes`` or ``class_names``)."""
+    n = getattr(m, "num_classes", None)
+    if isinstance(n, int) and not isinstance(n, bool):
+        return n
+    names = getattr(m, "class_names", None)
+    if isinstance(names, (list, tuple)) and names:
+        return len(names)
+    return None
+
+
+def _class_like_categories(m: Any, class_names: Sequence[str] | None):
+    """``(attribute, categories)`` of a categorical attribute of ``m`` that names some of
+    the classifier's classes but not exactly them (a class-conditioned generator for
+    another class list), else ``None``."""
+    spec = getattr(m, "attribute_spec", None)
+    if spec is None or not class_names:
+        return None
+    try:
+        items = list(zip(spec.names, spec.kinds, spec.categories, strict=True))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    wanted = [str(c) for c in class_names]
+    for attr, kind, cats in items:
+        if kind != "categorical" or not cats:
+            continue
+        cats = [str(c) for c in cats]
+        if set(cats) & set(wanted) and sorted(cats) != sorted(wanted):
+            return attr, cats
+    return None
+
+
 def check_images(x: Any, input_shape: tuple[int, ...] | None = None) -> Tensor:
     """Validate a batch of images ``(B, C, H, W)`` of floats in [0, 1]."""
     if not isinstance(x, Tensor):
@@ -339,6 +501,12 @@ def check_images(x: Any, input_shape: tuple[int, ...] | None = None) -> Tensor:
             raise TypeError(
                 f"x must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}."
             ) from None
+    # detached: an input that is part of the user's autograd graph (requires_grad=True)
+    # must neither be optimised in place nor receive gradients from the search
+    x = x.detach()
+    if x.device.type == "meta":
+        raise ValueError("x is on the 'meta' device (a shape without values); pass real images, "
+                         "e.g. a tensor on the CPU or the GPU.")
     if not x.dtype.is_floating_point:
         hint = " (for uint8 images use x.float() / 255)" if x.dtype == torch.uint8 else ""
         raise TypeError(f"x must be a float tensor in [0, 1], got dtype {x.dtype}{hint}.")
@@ -367,6 +535,14 @@ def check_images(x: Any, input_shape: tuple[int, ...] | None = None) -> Tensor:
             f"cfwidgets models normalise internally."
         )
     return x.float()
+
+
+def check_callback(callback: Any) -> None:
+    """A TypeError up front when ``callback`` is given but cannot be called."""
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            f"callback must be a function callback(step, state) -> bool (True stops the run) or "
+            f"None, got {type(callback).__name__} {callback!r:.40}.")
 
 
 _MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd,
@@ -420,6 +596,11 @@ class Recorder:
     counterfactual at the step it first reached ``confidence``, trajectory snapshots,
     loss curves, callback and Stop.
 
+    It is also the loop's guard against NaN/inf: a row whose iterate, probabilities or any
+    loss term turns non-finite is *halted* (like a finished row: it keeps its last finite
+    iterate and stops counting steps) and flagged in ``nonfinite`` (the result's
+    ``meta["nonfinite"]``, with a warning), instead of carrying NaN to the end.
+
     It never forces a device sync except to test "all rows done" (every ``sync_every``
     steps) and when the callback itself asks for numbers.
 
@@ -453,7 +634,9 @@ class Recorder:
         dev = target.device
         self.sync_every = sync_every or (1 if dev.type == "cpu" else 8)
         self.done = torch.zeros_like(target, dtype=torch.bool)
+        self.nonfinite = torch.zeros_like(target, dtype=torch.bool)
         self.steps_used = torch.full_like(target, steps)
+        self.last_finite = torch.zeros_like(target)  # step of each row's last finite iterate
         self.x_final: Tensor | None = None
         self.probs_final: Tensor | None = None
         self.trajectory: list = []
@@ -462,33 +645,60 @@ class Recorder:
         self.stopped = False
         self.ended_at: int | None = None
 
-    def _freeze(self, x: Tensor, probs: Tensor, step: int) -> None:
-        """Update the done masks and the frozen copies (in place: no allocation per step
-        beyond the masks, which matters on CPU where every large allocation is an mmap)."""
-        p_t = probs.gather(1, self.target[:, None])[:, 0]
-        now = p_t >= self.confidence
-        newly = now & ~self.done
+    @property
+    def halted(self) -> Tensor:
+        """``(B,)`` bool: rows that no longer change (reached confidence or non-finite)."""
+        return self.done | self.nonfinite
+
+    def _freeze(self, x: Tensor, probs: Tensor, step: int, losses: dict[str, Tensor] | None = None) -> None:
+        """Update the masks and the frozen copies (in place: no allocation per step beyond
+        the masks, which matters on CPU where every large allocation is an mmap).
+
+        ``x_final``/``probs_final`` hold, per row, the iterate where it reached confidence,
+        else its latest finite iterate."""
         x = x.detach()
+        probs = probs.detach()
         if self.x_final is None:
             self.x_final = x.clone()
-            self.probs_final = probs.detach().clone()
+            self.probs_final = probs.clone()
+        finite = torch.isfinite(x).reshape(x.shape[0], -1).all(1) & torch.isfinite(probs).all(1)
+        ok = finite
+        for v in (losses or {}).values():
+            v = torch.isfinite(v.detach())
+            if v.ndim >= 1 and v.shape[0] == ok.shape[0]:  # per-row terms
+                ok = ok & v.reshape(v.shape[0], -1).all(1)
+            else:  # a term shared by the batch
+                ok = ok & v.all()
+        live = ~self.halted
+        upd = live & finite  # keep this iterate: finite and the row is still moving
+        p_t = probs.gather(1, self.target[:, None])[:, 0]
+        newly = upd & (p_t >= self.confidence)
         shape = (-1,) + (1,) * (x.ndim - 1)
-        torch.where(newly.view(shape), x, self.x_final, out=self.x_final)
-        torch.where(newly[:, None], probs.detach(), self.probs_final, out=self.probs_final)
+        torch.where(upd.view(shape), x, self.x_final, out=self.x_final)
+        torch.where(upd[:, None], probs, self.probs_final, out=self.probs_final)
+        self.last_finite.masked_fill_(upd, step)
         self.steps_used.masked_fill_(newly, step)
-        self.done |= now
+        self.done |= newly
+        self.nonfinite |= live & ~ok & ~newly
 
     def _view(self, x: Tensor) -> Tensor:
-        """The current iterate with finished rows frozen (what a viewer should see)."""
+        """The current iterate with halted rows frozen (what a viewer should see)."""
         shape = (-1,) + (1,) * (x.ndim - 1)
-        return torch.where(self.done.view(shape), self.x_final, x.detach())
+        return torch.where(self.halted.view(shape), self.x_final, x.detach())
 
     def observe(self, step: int, x: Tensor, probs: Tensor, losses: dict[str, Tensor],
                 extra: dict | None = None) -> bool:
         """Record the iterate after ``step`` updates; return True to end the loop."""
-        self._freeze(x, probs, step)
+        self._freeze(x, probs, step, losses)
         for k, v in losses.items():
             v = v.detach()
+            if v.ndim and v.shape[0] == self.nonfinite.shape[0]:
+                # the curve is the mean over the rows whose term is finite (NaN if none is)
+                v = v.reshape(v.shape[0], -1).float().mean(1)
+                fin = torch.isfinite(v)
+                n_fin = fin.sum()
+                v = torch.where(n_fin > 0, torch.where(fin, v, 0.0).sum() / n_fin.clamp_min(1),
+                                torch.full_like(v[0], float("nan")))
             self.losses.setdefault(k, []).append(v.mean() if v.ndim else v)
         if step % self.record_every == 0:
             self.trajectory.append(self._view(x))
@@ -503,7 +713,7 @@ class Recorder:
                 self.stopped = True
                 self.ended_at = step
                 return True
-        if (step + 1) % self.sync_every == 0 and bool(self.done.all()):
+        if (step + 1) % self.sync_every == 0 and bool(self.halted.all()):
             self.ended_at = step
             return True
         return False
@@ -511,19 +721,21 @@ class Recorder:
     def finish(self, x: Tensor, probs: Tensor) -> tuple[Tensor, Tensor]:
         """Close the loop with the final iterate (the state after the last update, which
         equals the last observed one when the loop ended early); return
-        ``(x_cf, probs_cf)``: each row frozen where it first reached ``confidence``,
-        else this final iterate."""
+        ``(x_cf, probs_cf)``: each row frozen where it first reached ``confidence``, or at
+        its last finite iterate if it turned non-finite, else this final iterate."""
         step = self.total if self.ended_at is None else self.ended_at
         self._freeze(x, probs, step)
         assert self.x_final is not None and self.probs_final is not None
-        shape = (-1,) + (1,) * (x.ndim - 1)
-        x_cf = torch.where(self.done.view(shape), self.x_final, x.detach())
-        p_cf = torch.where(self.done[:, None], self.probs_final, probs.detach())
+        # every row's frozen copy is now its answer (rows still moving were just updated)
+        x_cf = self.x_final.clone()
+        p_cf = self.probs_final.clone()
         if not self.trajectory_steps or self.trajectory_steps[-1] != step:
             self.trajectory.append(x_cf.clone())
             self.trajectory_steps.append(step)
-        # rows that never reached confidence used every update that was applied
-        self.steps_used = torch.where(self.done, self.steps_used, torch.full_like(self.steps_used, step))
+        # rows that never reached confidence used every update that was applied (or, when
+        # they turned non-finite, the updates up to their last finite iterate)
+        used = torch.where(self.nonfinite, self.last_finite, torch.full_like(self.steps_used, step))
+        self.steps_used = torch.where(self.done, self.steps_used, used)
         return x_cf, p_cf
 
     def output(self, x_cf: Tensor, probs_cf: Tensor, **meta) -> RunOutput:
@@ -536,4 +748,5 @@ class Recorder:
             steps=self.steps_used,
             stopped=self.stopped,
             meta=meta,
+            nonfinite=self.nonfinite,
         )

@@ -44,7 +44,9 @@ Details carried over from the code, and our deviations:
   encoder ``E(x)``; ``"random"`` is the paper's random start. ``gan_inversion_steps``
   defaults to 1000 (paper: 5000).
 - Batched: each row's loss is its own CE; the summed loss gives every row its own gradient
-  and Adam is element-wise, so a batch equals one-by-one runs. Rows freeze (output and
+  and Adam is element-wise, so a batch equals one-by-one runs (mathematically; in floats
+  see ``CounterfactualMethod.explain``: batched passes differ by ~1e-5 and Adam can
+  amplify that into another valid path on a few rows). Rows freeze (output and
   ``z``) at the step they reach ``confidence``.
 
 Examples::

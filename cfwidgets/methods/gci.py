@@ -253,7 +253,7 @@ class GCI(CounterfactualMethod):
         idx = select(rec.done, cost_out, p_t)
         out = rec.output(x_out[idx], p_out[idx])
         out.trajectory = [t[idx] for t in out.trajectory]
-        out.steps = out.steps[idx]
+        out.steps, out.nonfinite = out.steps[idx], out.nonfinite[idx]
         a_cf = a_out[idx]
         meta = spec.report(a0, a_cf)
         meta.update({

@@ -29,6 +29,7 @@ never flipped in or out; a position is flipped at most once.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -200,6 +201,8 @@ class HotFlip(TextCounterfactualMethod):
         best = [bm[0] for bm in beams]
         best_probs = probs.clone()
         done = torch.zeros(b, dtype=torch.bool)
+        nan_seen = torch.zeros(b, dtype=torch.bool)  # rows that met a NaN/inf candidate score
+        nonfinite = torch.zeros(b, dtype=torch.bool)  # rows ended because only such were left
         steps_used = torch.full((b,), cfg.max_flips, dtype=torch.long)
         trajectory = [list(texts)]
         traj_steps = [0]
@@ -257,7 +260,11 @@ class HotFlip(TextCounterfactualMethod):
             # ---- new beams: the best exact losses per sentence (distinct sequences)
             per_row: dict[int, list] = {r: [] for r in active}
             for k, (r, h, i, old, w) in enumerate(owners if cand_seqs else []):
-                per_row[r].append((float(lc[k]), k, h, i, old, w))
+                lval = float(lc[k])
+                if not math.isfinite(lval):  # guard: a NaN/inf score never enters a beam
+                    nan_seen[r] = True
+                    continue
+                per_row[r].append((lval, k, h, i, old, w))
             for r in active:
                 cands = sorted(per_row[r], key=lambda c: c[0])
                 seen, nb = set(), []
@@ -272,6 +279,7 @@ class HotFlip(TextCounterfactualMethod):
                     if len(nb) >= cfg.beam:
                         break
                 if not nb:  # nothing left to flip: the sentence ends here
+                    nonfinite[r] = bool(nan_seen[r])
                     done[r] = False
                     steps_used[r] = depth - 1
                     beams[r] = []
@@ -296,6 +304,10 @@ class HotFlip(TextCounterfactualMethod):
                                   extra={"flips": [len(h["flips"]) for h in best]})
                 if callback(depth - 1, state):
                     stopped = True
+                    # rows still searching made `depth` flips, not the budget
+                    for r in active:
+                        if beams[r] and not done[r]:
+                            steps_used[r] = depth
                     break
             # sentences with nothing left to flip are finished (unsuccessfully)
             for r in range(b):
@@ -318,4 +330,5 @@ class HotFlip(TextCounterfactualMethod):
         }
         return RunOutput(x_cf=x_cf, probs_cf=probs_cf, trajectory=trajectory,
                          trajectory_steps=traj_steps, losses={"loss": loss_curve, "class": loss_curve},
-                         steps=steps_used, stopped=stopped, meta=meta)
+                         steps=steps_used, stopped=stopped, meta=meta,
+                         nonfinite=nonfinite)

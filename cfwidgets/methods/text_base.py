@@ -21,7 +21,7 @@ from ..config import merge
 from ..models.text_adapters import TextClassifierAdapter, as_text_classifier, check_texts
 from ..protocols import StepCallback
 from ..result import CounterfactualResult
-from .base import CounterfactualMethod, prepared
+from .base import CounterfactualMethod, check_callback, prepared
 
 __all__ = ["TextCounterfactualMethod"]
 
@@ -63,6 +63,7 @@ class TextCounterfactualMethod(CounterfactualMethod):
         (index or class name, one for all or one per sentence). Knobs as for every
         method; see the subclass's ``Config``."""
         cfg = merge(self.Config, config, overrides)
+        check_callback(callback)
         self._check_devices()
         texts = self.check_inputs(x, cfg)
         dev = self.device

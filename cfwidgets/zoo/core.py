@@ -191,10 +191,26 @@ def _stem(name: str) -> str:
     return name.replace("/", "__")
 
 
-def cache_paths(name: str, root: Path | None = None) -> tuple[Path, Path]:
-    root = (root or cache_dir() / "zoo")
-    root.mkdir(parents=True, exist_ok=True)
+def cache_paths(name: str, root: Path | None = None, *, create: bool = True) -> tuple[Path, Path]:
+    """``(weights, metadata)`` paths of ``name`` in the cache (or ``root``); the folder is
+    created only with ``create`` (readers pass ``False``)."""
+    root = (root or cache_dir(create=create) / "zoo")
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
     return root / f"{_stem(name)}.safetensors", root / f"{_stem(name)}.json"
+
+
+def _cache_problem(root: Path | None = None) -> str | None:
+    """Why nothing can be written to the zoo cache (``None`` when it can)."""
+    try:
+        folder = root or cache_dir(create=True) / "zoo"
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test.{os.getpid()}.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 def shipped_paths(name: str) -> tuple[Path, Path]:
@@ -219,6 +235,9 @@ def _verify(recipe: Recipe, weights: Path, meta_path: Path) -> tuple[nn.Module, 
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as e:
         return f"unreadable metadata ({e})"
+    problem = _meta_type_problem(meta)
+    if problem:
+        return f"unreadable metadata ({problem})"
     if meta.get("name") != recipe.name:
         return f"metadata names {meta.get('name')!r}"
     if meta.get("version") != recipe.version:
@@ -243,6 +262,44 @@ def _verify(recipe: Recipe, weights: Path, meta_path: Path) -> tuple[nn.Module, 
     return model, state, meta
 
 
+#: metadata fields and the JSON types they must have where present
+_META_TYPES = {"name": str, "version": int, "sha256": str, "config": dict, "metrics": dict,
+               "data_fingerprint": (str, type(None)), "reduced": bool}
+
+
+def _meta_type_problem(meta: Any) -> str | None:
+    """What is ill-typed in a checkpoint's metadata (``None`` when it is a usable object)."""
+    if not isinstance(meta, dict):
+        return f"JSON {type(meta).__name__}, expected an object"
+    for key, kind in _META_TYPES.items():
+        if key in meta and not isinstance(meta[key], kind):
+            return f"{key!r} is {type(meta[key]).__name__}"
+    return None
+
+
+def _broken(reason: str) -> bool:
+    """A reason that makes a cache entry unusable whatever the recipe does next (unlike a
+    stale one, which a retraining replaces in place)."""
+    return reason != "missing" and not reason.startswith("stale")
+
+
+def _set_aside(recipe: Recipe, weights: Path, meta_path: Path) -> str:
+    """Rename a broken cache entry to ``*.broken`` (under the recipe's lock, after checking
+    that it is still broken: another process may just have rewritten it); return what was
+    done, for the warning."""
+    try:
+        with _lock(recipe.name, timeout=30):  # a build in progress elsewhere: leave it be
+            again = _verify(recipe, weights, meta_path)
+            if not isinstance(again, str) or not _broken(again):
+                return "rewritten meanwhile by another process"
+            for p in (weights, meta_path):
+                if p.exists():
+                    os.replace(p, p.with_name(p.name + ".broken"))
+    except OSError as e:
+        return f"could not be moved aside ({type(e).__name__}: {e})"
+    return f"moved aside to {meta_path.name}.broken"
+
+
 def _instantiate(recipe: Recipe, state: dict, meta: dict, device: torch.device,
                  model: nn.Module | None = None) -> nn.Module:
     if model is None:
@@ -254,12 +311,12 @@ def _instantiate(recipe: Recipe, state: dict, meta: dict, device: torch.device,
 
 # ------------------------------------------------------------------------ build
 @contextlib.contextmanager
-def _lock(name: str) -> Iterator[None]:
+def _lock(name: str, timeout: float = -1) -> Iterator[None]:
     from filelock import FileLock
 
     lock_path = cache_dir() / "zoo" / f"{_stem(name)}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_path)):
+    with FileLock(str(lock_path), timeout=timeout):
         yield
 
 
@@ -340,6 +397,11 @@ def build(name: str, *, force: bool = False, reduced: bool = False, device="auto
         model, meta, _ = _train(recipe, device=dev, reduced=True, progress=progress, overrides=overrides)
         model.zoo_meta = meta  # type: ignore[attr-defined]
         return model
+    problem = _cache_problem(root)
+    if problem is not None:
+        where = root if root is not None else cache_dir(create=False) / "zoo"
+        raise ZooError(f"cannot write checkpoints to {where} ({problem}); set CFWIDGETS_CACHE to a "
+                       f"writable folder (or pass out_dir=...).")
     weights, meta_path = cache_paths(name, root)
     with _lock(name):
         if not force and not overrides:
@@ -371,7 +433,10 @@ def load(name: str, *, device="auto", train: bool = True, progress: bool = True)
     recipe = get_recipe(name)
     dev = resolve_device(device)
     reasons = []
-    for weights, meta_path in (cache_paths(name), shipped_paths(name)):
+    set_aside = False  # a broken cache entry was met (worth a warning even if shipped loads)
+    # reading never creates or writes the cache folder (a read-only cache, or a cache path
+    # that is a file, still loads the shipped weights)
+    for weights, meta_path in (cache_paths(name, create=False), shipped_paths(name)):
         key = (name, str(weights))
         cached = _STATE_CACHE.get(key)
         if cached is not None and weights.exists() and cached[1].get("_mtime") == weights.stat().st_mtime_ns:
@@ -379,12 +444,19 @@ def load(name: str, *, device="auto", train: bool = True, progress: bool = True)
         ok = _verify(recipe, weights, meta_path)
         if isinstance(ok, str):
             if ok != "missing":
-                reasons.append(f"{weights}: {ok}")
+                what = f"{weights}: {ok}"
+                if weights.parent != SHIPPED_DIR and _broken(ok):
+                    what += f" ({_set_aside(recipe, weights, meta_path)})"
+                    set_aside = True
+                reasons.append(what)
             continue
         model, state, meta = ok
         meta["_mtime"] = weights.stat().st_mtime_ns
         meta["source"] = "shipped" if weights.parent == SHIPPED_DIR else "cache"
         _STATE_CACHE[key] = (state, meta)
+        if set_aside:
+            warnings.warn("ignoring unusable checkpoint(s): " + "; ".join(reasons)
+                          + f" -- using the {meta['source']} weights.", UserWarning, stacklevel=2)
         return _instantiate(recipe, state, meta, dev, model)
     if reasons:
         warnings.warn("ignoring unusable checkpoint(s): " + "; ".join(reasons) + " -- retraining.",
@@ -394,6 +466,14 @@ def load(name: str, *, device="auto", train: bool = True, progress: bool = True)
     for dep in recipe.requires:
         load(dep, device=dev, train=True, progress=progress)
     t0 = time.perf_counter()
+    problem = _cache_problem()
+    if problem is not None:
+        warnings.warn(f"cannot write the zoo cache under {cache_dir(create=False)} ({problem}): {name!r} "
+                      f"is trained for this session only (it will train again next time); set "
+                      f"CFWIDGETS_CACHE to a writable folder to keep it.", UserWarning, stacklevel=2)
+        model, meta, _ = _train(recipe, device=dev, reduced=False, progress=progress)
+        model.zoo_meta = dict(meta, source="trained now (not cached)")  # type: ignore[attr-defined]
+        return model.eval()
     model = build(name, force=bool(reasons), device=dev, progress=progress)
     if progress:
         from tqdm.auto import tqdm
@@ -425,7 +505,7 @@ def ship(name: str) -> Path:
 def info(name: str) -> dict[str, Any]:
     """Metadata of the checkpoint ``load`` would use, or ``{"status": "not built"}``."""
     recipe = get_recipe(name)
-    for weights, meta_path in (cache_paths(name), shipped_paths(name)):
+    for weights, meta_path in (cache_paths(name, create=False), shipped_paths(name)):
         ok = _verify(recipe, weights, meta_path)
         if isinstance(ok, str):
             continue
