@@ -358,12 +358,13 @@ def fmt(v: object, unit: str = "") -> str:
 
 
 def loss_svg(losses: Mapping[str, Sequence[float]], width: int = 260, height: int = 110,
-             title: str = "loss", *, xs: Sequence[float] | None = None,
+             title: str = "loss", *, xs: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
              marker: float | None = None, shared: bool = False, x_unit: str = "step") -> str:
     """A small SVG line chart: ``title`` on top, a legend with each curve's last value
     (3 significant figures), the curves (each min-max scaled in its own range, or on one
     shared range with ``shared=True``, its ends labelled), and the x axis labelled with
-    its first and last ``xs`` (default 0 .. n-1) in ``x_unit``. ``marker``: an x value
+    its first and last ``xs`` (default 0 .. n-1; a mapping gives each curve its own) in
+    ``x_unit``. ``marker``: an x value
     marked with a vertical line (the scrubbed snapshot)."""
     series = [(k, [float(v) for v in vals]) for k, vals in losses.items() if len(vals) > 0]
     head = f"<text x='6' y='12' font-size='11' font-weight='600' fill='#24292f'>{html.escape(title)}</text>"
@@ -373,10 +374,13 @@ def loss_svg(losses: Mapping[str, Sequence[float]], width: int = 260, height: in
                 f"fill='#57606a'>no run yet</text></svg>")
     pad_l, pad_r, pad_t, pad_b = 6, 6, 30, 14
     pw, ph = width - pad_l - pad_r, height - pad_t - pad_b
-    n = max(len(v) for _, v in series)
-    if xs is None or len(xs) < n:
-        xs = list(range(n))
-    x0, x1 = float(xs[0]), float(xs[n - 1])
+    def xs_of(name: str, n: int) -> list[float]:
+        v = xs.get(name) if isinstance(xs, Mapping) else xs
+        return [float(a) for a in v[:n]] if v is not None and len(v) >= n else list(range(n))
+
+    xs_all = {name: xs_of(name, len(vals)) for name, vals in series}
+    x0 = min(v[0] for v in xs_all.values())
+    x1 = max(v[-1] for v in xs_all.values())
     xspan = (x1 - x0) or 1.0
 
     def px(x: float) -> float:
@@ -394,7 +398,7 @@ def loss_svg(losses: Mapping[str, Sequence[float]], width: int = 260, height: in
             continue
         lo, hi = (g_lo, g_hi) if shared else (min(finite), max(finite))
         span = hi - lo or 1.0
-        pts = [f"{px(xs[j]):.1f},{pad_t + ph * (1 - (v - lo) / span):.1f}"
+        pts = [f"{px(xs_all[name][j]):.1f},{pad_t + ph * (1 - (v - lo) / span):.1f}"
                for j, v in enumerate(vals) if ok(v)]
         color = _LOSS_COLORS[i % len(_LOSS_COLORS)]
         sw = 2 if i == 0 else 1.2

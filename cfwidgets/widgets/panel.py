@@ -178,8 +178,9 @@ class ControlPanel:
         valid = [v for _, v in opts]
         if cur not in valid:
             cur = valid[0] if valid else None
-        with self.target_dropdown.hold_trait_notifications():
-            self.target_dropdown.options = opts
+        if tuple(self.target_dropdown.options) != tuple(opts):
+            self.target_dropdown.options = opts  # selects the first option
+        if cur is not None:
             self.target_dropdown.value = cur
 
     @property

@@ -43,7 +43,7 @@ def header_html(title: str, paper: str | None = None, intro: str | None = None) 
 
 
 def pred_caption(probs: Tensor | None, names: Sequence[str], target: int | None, role: str,
-                 extra: str = "", *, br: bool = True) -> str:
+                 extra: str = "", *, br: bool = True, show_role: bool = True) -> str:
     """``role`` (+ ``extra``), the predicted class (``cfw-pred``, ``data-class``; green when
     it is the target, red otherwise, after a run) and, when the prediction is not the
     target, p(target): the numbers every view of the widget shows the same way."""
@@ -57,9 +57,11 @@ def pred_caption(probs: Tensor | None, names: Sequence[str], target: int | None,
     tp = ""
     if target is not None and k != target and 0 <= target < len(probs):
         tn = html.escape(names[target] if target < len(names) else str(target))
-        tp = f" <span style='color:#57606a'>&middot; p({tn}) {fmt(float(probs[target]), '%')}</span>"
+        tp = (f" <span style='color:#57606a' title='probability of the target class, {tn}'>"
+              f"&middot; p(target) {fmt(float(probs[target]), '%')}</span>")
     sep = "<br>" if br else " "
-    return (f"{role}{html.escape(extra)}{sep}<span class='cfw-pred{ok}' data-class='{k}'>predicted "
+    head = f"{role}{html.escape(extra)}{sep}" if show_role else ""
+    return (f"{head}<span class='cfw-pred{ok}' data-class='{k}'>predicted "
             f"<b>{name}</b></span> <span style='color:#57606a'>{fmt(float(probs[k]), '%')}</span>{tp}")
 
 
