@@ -471,7 +471,7 @@ HEADINGS = {"validity": "valid", "flip_rate": "flipped", "target_prob": "p(targe
             "nonword_rate_cf": "unknown words"}
 _UNITS = {"validity": "%", "flip_rate": "%", "target_prob": "%", "sparsity": "%", "oracle": "%",
           "time_per_cf_s": "s", "time_s": "s", "time_per_sentence_s": "s", "repetition_cf": "%",
-          "nonword_rate_cf": "%"}
+          "nonword_rate_cf": "%", "edit_distance_norm": "%"}
 
 
 def table_html(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None) -> str:

@@ -149,7 +149,8 @@ class CounterfactualWidget(W.VBox):
             self.index_slider.value = int(index)  # observers: show_input
         self.show_input()
         self._select_target(target)
-        warm_up_torch()
+        # after the front end has drawn the widget (the kernel answers its requests first)
+        warm_up_torch(delay=2.0)
 
     # ======================================================= part accessors
     # (the parts' widgets under the names the widget has always had)

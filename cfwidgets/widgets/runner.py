@@ -44,15 +44,18 @@ StepListener = Callable[[int, StepState], Any]
 _WARM = threading.Event()
 
 
-def warm_up_torch() -> None:
+def warm_up_torch(delay: float = 0.0) -> None:
     """torch imports ~800 modules (torch._dynamo) at the first optimizer step: 3-6 s on a
     small CPU. Pay it in the background once per process, while the user picks a target,
-    instead of on the first Run click."""
+    instead of on the first Run click. ``delay``: start it this many seconds later, so
+    the imports (which hold the GIL) do not slow the widget's first render."""
     if _WARM.is_set():
         return
     _WARM.set()
 
     def work():
+        if delay > 0:
+            time.sleep(delay)
         try:
             p = torch.zeros(1, requires_grad=True)
             opt = torch.optim.Adam([p], lr=0.1)
@@ -216,12 +219,16 @@ class Runner:
             self.set_status("stopping after this step...", "warn")
 
     def live_loss_values(self) -> dict[str, list[float]]:
-        """The loss terms of the run so far, as floats (one value per step)."""
-        out = {}
-        for k, vals in self.live_losses.items():
-            if vals:
-                out[k] = torch.stack(vals).float().cpu().tolist()
-        return out
+        """The loss terms of the run so far, as floats (one value per step). Steps where
+        every term is exactly 0 are left out: a method reports zeros for a row it no
+        longer optimises (e.g. AIP-text's shown restart once it has finished while
+        other restarts run on), and a legend of zeros would misread the run."""
+        series = {k: torch.stack(v).float().cpu() for k, v in self.live_losses.items() if v}
+        if not series:
+            return {}
+        n = min(len(v) for v in series.values())
+        keep = torch.stack([v[:n] for v in series.values()]).ne(0).any(0)
+        return {k: v[:n][keep].tolist() for k, v in series.items()}
 
     def _busy(self, running: bool, job: RunJob | None = None) -> None:
         self.run_button.disabled = running

@@ -32,6 +32,7 @@ Examples::
 from __future__ import annotations
 
 import html
+import logging
 import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -135,10 +136,16 @@ def text_metrics_html(row: Mapping[str, Any], *, stopped: bool = False) -> str:
 def _quiet_transformers():
     """transformers warns (FutureWarning) about its own cache API on every decode; the
     person at the widget cannot act on it, so it is not shown there."""
+    log = logging.getLogger("transformers")
+    level = log.level
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
         warnings.filterwarnings("ignore", message=r".*past_key_values.*")
-        yield
+        log.setLevel(logging.ERROR)  # its logger says the same once more
+        try:
+            yield
+        finally:
+            log.setLevel(level)
 
 
 class TextCounterfactualWidget(AttributeWeights, CounterfactualWidget):

@@ -1,0 +1,132 @@
+"""Issue 12's walk-through, automated: every notebook's widget in a real browser (JupyterLab
+and Notebook 7) at 1366x768 - switch the method, run, stop, scrub the path - checking the
+header, the after view and the numbers shown, and saving a screenshot per widget in
+``test-artifacts/`` (with the timings: Run -> final view, scrub latency per move)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+
+SCREEN = {"width": 1366, "height": 768}
+
+#: notebook -> what to do with its (last) widget
+CASES = {
+    "00_quickstart.ipynb": dict(header="Wachter", switch=None, target="8", stop_target="1"),
+    "01_diffeomorphic.ipynb": dict(header="Diffeomorphic", switch=(".cfw-generator select", "pixels", "Wachter",
+                                                                   "flow", "Diffeomorphic"),
+                                   target="8", stop_target="1"),
+    "02_attributes.ipynb": dict(header="GCI", switch=(".cfw-method-switch select", "aip", "AIP", "gci", "GCI"),
+                                target="5", stop_target="8"),
+    "03_text.ipynb": dict(header="AIP on text", switch=(".cfw-method-switch select", "HotFlip", "HotFlip",
+                                                        "AIP", "AIP on text"),
+                          target=None, stop_target=None),
+}
+
+
+def _status(widget) -> str:
+    return widget.locator(".cfw-status").inner_text()
+
+
+def _wait_status(page, widget, pattern: str, timeout: float = 120_000) -> None:
+    page.wait_for_function(f"w => /{pattern}/.test(w.querySelector('.cfw-status').textContent)",
+                           arg=widget.element_handle(), timeout=timeout, polling=20)
+
+
+def _switch(page, widget, selector: str, value: str, title: str) -> None:
+    sel = widget.locator(selector)
+    labels = sel.evaluate("s => Array.from(s.options).map(o => o.textContent)")
+    label = next(lab for lab in labels if value.lower() in lab.lower())
+    sel.select_option(label=label)
+    page.wait_for_function("([w, t]) => w.querySelector('.cfw-header').textContent.includes(t)",
+                           arg=[widget.element_handle(), title], timeout=30_000)
+
+
+def _pick_target(widget, wanted: str | None) -> str:
+    sel = widget.locator(".cfw-target select")
+    labels = sel.evaluate("s => Array.from(s.options).map(o => o.textContent)")
+    label = wanted if wanted in labels else labels[-1]
+    sel.select_option(label=label)
+    return label
+
+
+@pytest.mark.parametrize("frontend", ["lab", "notebook7"])
+@pytest.mark.parametrize("notebook", list(CASES))
+def test_widget_walk(notebook, frontend, request, browser_page, widget_driver, artifacts):
+    case = CASES[notebook]
+    server = request.getfixturevalue(frontend)
+    page = browser_page
+    page.set_viewport_size(SCREEN)
+    server.open_notebook(page, notebook)
+    server.run_all(page, timeout=600_000)
+    assert not server.errors(page), server.errors(page)
+    widget = page.locator(".cfw-widget").last
+    widget.wait_for(state="visible")
+    widget.scroll_into_view_if_needed()
+    name = f"{frontend}_{notebook.split('.')[0]}"
+    timings: dict = {}
+
+    # the header says which method runs, and follows a switch
+    assert case["header"] in widget.locator(".cfw-header").inner_text()
+    if case["switch"]:
+        sel, value, title, back, back_title = case["switch"]
+        _switch(page, widget, sel, value, title)
+        assert title in widget.locator(".cfw-header").inner_text()
+        _switch(page, widget, sel, back, back_title)
+
+    # no horizontal overflow; Run and the after view on one screen with the widget's top
+    box = widget.bounding_box()
+    assert widget.evaluate("w => w.scrollWidth <= w.clientWidth + 2"), "the widget overflows sideways"
+    run = widget.locator("button.cfw-run").bounding_box()
+    after = widget.locator(".cfw-after").first.bounding_box()
+    assert run["y"] + run["height"] - box["y"] <= SCREEN["height"] - 120, (run, box)
+    assert after["y"] + after["height"] - box["y"] <= SCREEN["height"] - 120, (after, box)
+    assert after["x"] > run["x"] + run["width"], "the result sits beside the controls"
+
+    # run to the end
+    label = _pick_target(widget, case["target"])
+    page.wait_for_function("w => /ready/.test(w.querySelector('.cfw-status').textContent)",
+                           arg=widget.element_handle(), timeout=30_000)
+    before_after = widget.locator(".cfw-after").first.inner_html() if notebook.startswith("03") else None
+    t0 = time.perf_counter()
+    widget.locator("button.cfw-run").click()
+    _wait_status(page, widget, "done|stopped|error")
+    if notebook.startswith("03"):
+        page.wait_for_function("([w, h]) => w.querySelector('.cfw-after').innerHTML !== h",
+                               arg=[widget.element_handle(), before_after], timeout=30_000)
+    timings["click_to_final_view_s"] = time.perf_counter() - t0
+    status = _status(widget)
+    assert "done" in status, status
+    pred = widget.locator(".cfw-pred").last
+    assert pred.count() == 1
+    # the numbers: the status's step count is the loss chart's last step
+    steps = int(status.split(" in ")[1].split(" steps")[0])
+    assert f"step {steps}" in widget.locator(".cfw-loss-view").inner_text()
+    metrics = widget.locator(".cfw-metrics-view").inner_text()
+    assert "p(target)" in metrics and "e-0" not in metrics and "0.0000" not in metrics
+    assert not server.errors(page), server.errors(page)  # no stderr box from the run (text: no FutureWarning)
+    widget.scroll_into_view_if_needed()
+    widget.screenshot(path=str(artifacts / f"{name}_after_run.png"))
+
+    # scrub the path: latency per move
+    if not notebook.startswith("03") and widget.locator(".cfw-path .noUi-handle").count():
+        lat = widget_driver.scrub_latency(page, widget)
+        timings["scrub_latency_s"] = lat
+        timings["scrub_median_s"] = statistics.median(lat) if lat else None
+        assert lat, "the after image never changed while scrubbing"
+        assert "cfw-marker" in widget.locator(".cfw-loss-view").inner_html()
+
+    # a run stopped by the user keeps the partial result, marked
+    if case["stop_target"] is not None:
+        stop = widget_driver.run_then_stop(page, widget, _pick_target(widget, case["stop_target"]))
+        timings["stop_click_to_view_s"] = stop["stop_to_view_s"]
+        assert "stopped" in stop["after"]["status"] or "done" in stop["after"]["status"], stop
+        widget.screenshot(path=str(artifacts / f"{name}_stopped.png"))
+    timings["target"] = label
+    (artifacts / f"{name}_walk.json").write_text(json.dumps(timings, indent=2))
+    print(name, timings)
