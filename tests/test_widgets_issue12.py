@@ -302,8 +302,8 @@ def test_diffeomorphic_path_charts_after_a_run(diffeo):
     assert "bits/dim along the path" in page and "p(target) along the path" in page
     assert ">pixels " in page and ">flow " in page  # both curves named in the legend
     assert f">step {steps[-1]}</text>" in page and f"{len(steps)} steps" not in page
-    w.trajectory_slider.value = 0  # scrubbing marks the position on both charts
-    assert w.path_view.value.count("class='cfw-marker'") == 2
+    w.trajectory_slider.value = 0  # scrubbing marks the position (step 0: the left edge) on both charts
+    assert w.path_view.value.count("class='cfw-marker' x1='6.0'") == 2
     assert "class='cfw-marker'" in w.loss_view.value
 
 
