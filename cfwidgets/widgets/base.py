@@ -414,7 +414,7 @@ class CounterfactualWidget(W.VBox):
         self.header.value = header_html(self._title or m.title or m.name, m.paper, self._intro)
 
     def _layout(self) -> list[W.Widget]:
-        self.header = W.HTML(layout=W.Layout(width="100%"))
+        self.header = W.HTML(layout=W.Layout(width="auto"))
         self.header.add_class("cfw-header")
         self._refresh_header()
         p = self.panel

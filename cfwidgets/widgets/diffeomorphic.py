@@ -214,7 +214,7 @@ class DiffeomorphicWidget(CounterfactualWidget):
         self.path_view = W.HTML(layout=W.Layout(min_height="120px"))
         self.path_view.add_class("cfw-path-curves")
         self._draw_path()
-        self.manifold_view = W.HTML("", layout=W.Layout(width="100%", min_height="20px"))
+        self.manifold_view = W.HTML("", layout=W.Layout(width="auto", min_height="20px"))
         self.manifold_view.add_class("cfw-manifold-metrics")
         title = W.HTML("<div style='font-weight:600;margin:8px 0 2px 0;border-bottom:1px solid "
                        "#d0d7de'>Reconstruction g(g<sup>-1</sup>(x)) &middot; pixel baseline "

@@ -124,7 +124,7 @@ class Runner:
         self.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="130px"))
         self.status = W.HTML("ready: pick an input and a target, then press Run.",
                              layout=W.Layout(width=CONTROL_WIDTH, min_height="20px"))
-        self.error_box = W.HTML("", layout=W.Layout(display="none", width="100%"))
+        self.error_box = W.HTML("", layout=W.Layout(display="none", width="auto"))
         for w, cls in ((self.run_button, "cfw-run"), (self.stop_button, "cfw-stop"),
                        (self.progress, "cfw-progress"), (self.status, "cfw-status"),
                        (self.error_box, "cfw-error")):
@@ -142,7 +142,8 @@ class Runner:
 
     def set_status(self, text: str, kind: str = "info") -> None:
         """The status line (``text`` is HTML); ``kind``: info, warn, ok or error."""
-        self.status.value = f"<span style='font-size:12px;color:{_COLORS[kind]}'>{text}</span>"
+        self.status.value = (f"<div style='font-size:12px;line-height:1.4;color:{_COLORS[kind]}'>"
+                             f"{text}</div>")
 
     def reset_progress(self) -> None:
         """An empty, neutral progress bar (no result shown)."""

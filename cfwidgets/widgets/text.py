@@ -302,14 +302,14 @@ class TextCounterfactualWidget(AttributeWeights, CounterfactualWidget):
     def make_views(self) -> list[W.Widget]:
         self.style_html = W.HTML(vh.CSS + vh.TEXT_CSS)
         self.style_html.layout.display = "none"
-        self.before_view = W.HTML("", layout=W.Layout(width="100%"))
+        self.before_view = W.HTML("", layout=W.Layout(width="auto"))
         self.before_view.add_class("cfw-before")
-        self.after_view = W.HTML("<i>after: press Run</i>", layout=W.Layout(width="100%", min_height="40px"))
+        self.after_view = W.HTML("<i>after: press Run</i>", layout=W.Layout(width="auto", min_height="40px"))
         self.after_view.add_class("cfw-after")
         self._make_path_probs_loss("Scrub through the hard decodes along the optimisation path.",
                                    self._on_text_scrub, probs_min_height="80px",
                                    metrics_render=text_metrics_html)
-        self.candidates_view = W.HTML("", layout=W.Layout(width="100%"))
+        self.candidates_view = W.HTML("", layout=W.Layout(width="auto"))
         self.candidates_view.add_class("cfw-candidates")
         row = W.HBox([self.probs_view, self.loss_view], layout=W.Layout(align_items="flex-start"))
         return [self.style_html, self.before_view, self.after_view, self.trajectory_row, row,

@@ -61,8 +61,9 @@ def pred_caption(probs: Tensor | None, names: Sequence[str], target: int | None,
               f"&middot; p(target) {fmt(float(probs[target]), '%')}</span>")
     sep = "<br>" if br else " "
     head = f"{role}{html.escape(extra)}{sep}" if show_role else ""
-    return (f"{head}<span class='cfw-pred{ok}' data-class='{k}'>predicted "
+    body = (f"{head}<span class='cfw-pred{ok}' data-class='{k}'>predicted "
             f"<b>{name}</b></span> <span style='color:#57606a'>{fmt(float(probs[k]), '%')}</span>{tp}")
+    return f"<div style='font-size:12px;line-height:1.35'>{body}</div>" if br else body
 
 
 def _col(img: W.Widget, label: W.Widget) -> W.VBox:
@@ -170,7 +171,7 @@ class ProbsView:
 
     def show(self, before: Tensor | None, after: Tensor | None, target: int | None,
              names: Sequence[str]) -> None:
-        self.widget.value = vh.prob_bars_html(before, after, target, names)
+        self.widget.value = vh.prob_bars_html(before, after, target, names, width=80)
 
 
 class LossView:
@@ -271,7 +272,7 @@ class MetricsView:
 
     def __init__(self, render: Callable[..., str] = vh.metrics_html) -> None:
         self.render = render
-        self.widget = W.HTML("", layout=W.Layout(width="100%", min_height="20px"))
+        self.widget = W.HTML("", layout=W.Layout(width="auto", min_height="20px"))
         self.widget.add_class("cfw-metrics-view")
 
     def show(self, row: Mapping[str, Any], *, stopped: bool = False) -> None:
