@@ -60,8 +60,10 @@ def test_header_follows_the_attribute_method_switch(attr_widget):
     w = attr_widget
     w.method_dropdown.value = "gci"
     assert "GCI" in w.header.value and "Liu" in w.header.value
+    w.run(block=True)
     w.method_dropdown.value = "aip"
     try:
+        assert "ready" in w.status.value and w.result is None  # the old method's result is gone
         assert "AIP (latent" in w.header.value and "Yang" in w.header.value
         assert "GCI" not in w.header.value and "Kailkhura" not in w.header.value
     finally:

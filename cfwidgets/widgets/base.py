@@ -613,6 +613,8 @@ class CounterfactualWidget(W.VBox):
         self.metrics = {}
         self._path_probs = None
         self.runner.reset_progress()
+        if not self.runner.running:
+            self._set_status("ready: press Run.")
         if hasattr(self, "path"):
             self.path.clear()
             self.loss.show({})
