@@ -82,7 +82,8 @@ def test_controls_follow_the_config_knobs():
     assert w.knob_values() == {k: v.default for k, v in ks.items()}
     assert w.config() == Wachter.Config()
     # the standard controls
-    assert [o[0] for o in w.target_dropdown.options] == NAMES
+    pred = int(w._probs_before.argmax())  # the predicted class is not offered as a target
+    assert [o[0] for o in w.target_dropdown.options] == [n for k, n in enumerate(NAMES) if k != pred]
     assert tuple(w.device_dropdown.options) == ("auto", "cpu", "cuda")
     assert w.index_slider.max == 4
 
@@ -379,7 +380,8 @@ def test_set_method_rebuilds_the_knob_controls():
     w.set_method(_OtherMethod(Tiny()))
     assert set(w.knob_controls) == {"steps", "step_size"}
     assert w.knob_controls["steps"].value == 30  # same-named knob kept
-    assert [c.widget for c in w.knob_controls.values()] == list(w.knob_box.children)
+    shown = list(w.panel.primary_box.children) + list(w.knob_box.children)  # steps first
+    assert [c.widget for c in w.knob_controls.values()] == shown
     res = w.run(block=True)
     assert res.method == "other"
 

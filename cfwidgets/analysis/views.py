@@ -13,13 +13,15 @@ from ..result import CounterfactualResult
 
 __all__ = ["attribute_bars_html", "changes_html"]
 
-_POS, _NEG, _CAT = "#2f6fb0", "#c0392b", "#7b5ea7"
+# the difference maps' convention (RdBu_r): red = more (ink added / attribute increased),
+# blue = less
+_POS, _NEG, _CAT = "#c0392b", "#2f6fb0", "#7b5ea7"
 
 
 def attribute_bars_html(result: CounterfactualResult, row: int = 0, *, width: int = 260,
                         scale: float | None = None, title: str | None = None) -> str:
-    """A signed horizontal bar per attribute for ``result`` row ``row``: blue = increased,
-    red = decreased, purple = categorical mass moved (labelled ``from -> to``)."""
+    """A signed horizontal bar per attribute for ``result`` row ``row``: red = increased,
+    blue = decreased (as in the difference maps), purple = categorical mass moved (labelled ``from -> to``)."""
     m = result.meta
     if "attribute_changes" not in m:
         return "<div class='cfw-attr-bars'>(no attribute changes in this result)</div>"

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["png_bytes", "img_tag", "diff_rgb", "result_html", "report_html", "grid_png",
-           "colorbar_png", "diff_range", "DIFF_RANGES", "prob_bars_html", "loss_svg", "metrics_html", "DIFF_CMAP", "CSS",
+           "colorbar_png", "diff_range", "DIFF_RANGES", "prob_bars_html", "loss_svg", "metrics_html", "DIFF_CMAP", "CSS", "fmt", "table_html", "HEADINGS",
            "CLASS_COLORS", "word_diff_html", "TEXT_CSS"]
 
 DIFF_CMAP = "RdBu_r"
@@ -33,7 +33,8 @@ CSS = """
 .cfw-ok{color:#1a7f37;font-weight:600}.cfw-bad{color:#cf222e;font-weight:600}
 .cfw-table{border-collapse:collapse;font-family:system-ui,sans-serif;font-size:13px}
 .cfw-table td,.cfw-table th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
-.cfw-table th{background:#f6f8fa}
+.cfw-table th{background:#f6f8fa;white-space:nowrap}
+.cfw-table td{max-width:32em;overflow-wrap:anywhere}
 .cfw-legend{font-size:12px;color:#555}
 .cfw-stopped{display:inline-block;color:#7d4e00;background:#fff8c5;border:1px solid #d4a72c;padding:0 6px;border-radius:3px;font-weight:600}
 .cfw-metrics{font-size:12px;color:#24292f;white-space:normal;line-height:1.5}
@@ -329,57 +330,112 @@ def prob_bars_html(probs_before: Tensor | None, probs_after: Tensor | None, targ
 _LOSS_COLORS = ["#24292f", "#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700"]
 
 
+def fmt(v: object, unit: str = "") -> str:
+    """A number for people: 3 significant figures (thousands with separators, integers as
+    integers), ``unit="%"`` shows a fraction as a percentage, other units are appended
+    (``fmt(0.97312, "%") == "97.3 %"``, ``fmt(2.5, "s") == "2.5 s"``); NaN / None: an en dash."""
+    if v is None:
+        return "&ndash;"
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return html.escape(str(v))
+    if x != x:
+        return "&ndash;"
+    if unit == "%":
+        x *= 100
+    if abs(x) == float("inf"):
+        s = "&infin;" if x > 0 else "&minus;&infin;"
+    elif abs(x) >= 1000:
+        s = f"{x:,.0f}"
+    elif x == int(x) and (isinstance(v, int) or abs(x) >= 100 or unit == "%"):
+        s = f"{int(x)}"
+    else:
+        s = f"{x:.3g}"
+        if "e" in s:  # tiny: keep 3 significant figures, no exponent for people
+            s = f"{x:.2e}"
+    return f"{s} {unit}" if unit else s
+
+
 def loss_svg(losses: Mapping[str, Sequence[float]], width: int = 260, height: int = 110,
-             title: str = "loss") -> str:
-    """A small SVG line chart of loss curves (each term min-max scaled in its own range,
-    the total drawn darkest), with the last value of each term in the legend."""
+             title: str = "loss", *, xs: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
+             marker: float | None = None, shared: bool = False, x_unit: str = "step") -> str:
+    """A small SVG line chart: ``title`` on top, a legend with each curve's last value
+    (3 significant figures), the curves (each min-max scaled in its own range, or on one
+    shared range with ``shared=True``, its ends labelled), and the x axis labelled with
+    its first and last ``xs`` (default 0 .. n-1; a mapping gives each curve its own) in
+    ``x_unit``. ``marker``: an x value
+    marked with a vertical line (the scrubbed snapshot)."""
     series = [(k, [float(v) for v in vals]) for k, vals in losses.items() if len(vals) > 0]
+    head = f"<text x='6' y='12' font-size='11' font-weight='600' fill='#24292f'>{html.escape(title)}</text>"
     if not series:
-        return (f"<svg width='{width}' height='{height}' class='cfw-loss'>"
-                f"<text x='8' y='18' font-size='11' fill='#57606a'>{html.escape(title)}: no run yet"
-                f"</text></svg>")
-    pad_l, pad_r, pad_t, pad_b = 6, 6, 18, 14
+        return (f"<svg width='{width}' height='{height}' class='cfw-loss' "
+                f"xmlns='http://www.w3.org/2000/svg'>{head}<text x='6' y='28' font-size='11' "
+                f"fill='#57606a'>no run yet</text></svg>")
+    pad_l, pad_r, pad_t, pad_b = 6, 6, 30, 14
     pw, ph = width - pad_l - pad_r, height - pad_t - pad_b
-    n = max(len(v) for _, v in series)
+    def xs_of(name: str, n: int) -> list[float]:
+        v = xs.get(name) if isinstance(xs, Mapping) else xs
+        return [float(a) for a in v[:n]] if v is not None and len(v) >= n else list(range(n))
+
+    xs_all = {name: xs_of(name, len(vals)) for name, vals in series}
+    x0 = min(v[0] for v in xs_all.values())
+    x1 = max(v[-1] for v in xs_all.values())
+    xspan = (x1 - x0) or 1.0
+
+    def px(x: float) -> float:
+        return pad_l + pw * (float(x) - x0) / xspan
+
+    def ok(v: float) -> bool:
+        return v == v and abs(v) != float("inf")
+
+    every = [v for _, vals in series for v in vals if ok(v)]
+    g_lo, g_hi = (min(every), max(every)) if every else (0.0, 1.0)
     lines, legend = [], []
     for i, (name, vals) in enumerate(series):
-        finite = [v for v in vals if v == v and abs(v) != float("inf")]
+        finite = [v for v in vals if ok(v)]
         if not finite:
             continue
-        lo, hi = min(finite), max(finite)
+        lo, hi = (g_lo, g_hi) if shared else (min(finite), max(finite))
         span = hi - lo or 1.0
-        pts = []
-        for j, v in enumerate(vals):
-            if v != v or abs(v) == float("inf"):
-                continue
-            x = pad_l + (pw * j / max(1, n - 1))
-            y = pad_t + ph * (1 - (v - lo) / span)
-            pts.append(f"{x:.1f},{y:.1f}")
+        pts = [f"{px(xs_all[name][j]):.1f},{pad_t + ph * (1 - (v - lo) / span):.1f}"
+               for j, v in enumerate(vals) if ok(v)]
         color = _LOSS_COLORS[i % len(_LOSS_COLORS)]
         sw = 2 if i == 0 else 1.2
         lines.append(f"<polyline fill='none' stroke='{color}' stroke-width='{sw}' "
                      f"points='{' '.join(pts)}'/>")
-        legend.append(f"<tspan fill='{color}'>{html.escape(name)} {finite[-1]:.3g}</tspan>")
+        label = name if len(name) <= 12 else name[:11] + "\u2026"
+        legend.append(f"<tspan fill='{color}'>{html.escape(label)} {fmt(finite[-1])}</tspan>")
     axis = (f"<line x1='{pad_l}' y1='{pad_t + ph}' x2='{pad_l + pw}' y2='{pad_t + ph}' "
             f"stroke='#d0d7de'/>")
-    steps = (f"<text x='{pad_l + pw}' y='{height - 2}' font-size='10' text-anchor='end' "
-             f"fill='#57606a'>{n} steps</text>")
-    leg = f"<text x='{pad_l}' y='12' font-size='11'>{'  '.join(legend)}</text>"
+    unit = f"{x_unit} " if x_unit else ""
+    ticks = (f"<text x='{pad_l}' y='{height - 2}' font-size='10' fill='#57606a'>{unit}{fmt(x0)}</text>"
+             f"<text x='{pad_l + pw}' y='{height - 2}' font-size='10' text-anchor='end' "
+             f"fill='#57606a'>{unit}{fmt(x1)}</text>")
+    if shared and every:
+        ticks += (f"<text x='{pad_l + pw}' y='{pad_t + 8}' font-size='9' text-anchor='end' "
+                  f"fill='#8c959f'>{fmt(g_hi)}</text><text x='{pad_l + pw}' y='{pad_t + ph - 2}' "
+                  f"font-size='9' text-anchor='end' fill='#8c959f'>{fmt(g_lo)}</text>")
+    mark = ""
+    if marker is not None and x0 <= float(marker) <= x1:
+        xm = px(marker)
+        mark = (f"<line class='cfw-marker' x1='{xm:.1f}' y1='{pad_t - 2}' x2='{xm:.1f}' "
+                f"y2='{pad_t + ph}' stroke='#bf8700' stroke-width='1.5' stroke-dasharray='3,2'/>")
+    leg = f"<text x='{pad_l}' y='25' font-size='10'>{'  '.join(legend)}</text>"
     return (f"<svg class='cfw-loss' width='{width}' height='{height}' "
-            f"xmlns='http://www.w3.org/2000/svg'>{axis}{''.join(lines)}{leg}{steps}</svg>")
+            f"xmlns='http://www.w3.org/2000/svg'>{head}{axis}{''.join(lines)}{mark}{leg}{ticks}</svg>")
 
 
 def metrics_html(row: Mapping[str, object], *, stopped: bool = False) -> str:
     """One line of metrics (validity, target probability, proximity, sparsity, realism,
-    steps, time) from a :func:`cfwidgets.metrics.evaluate` row."""
-    def f(key, label, fmt):
+    steps, time) from a :func:`cfwidgets.metrics.evaluate` row, each number with 3
+    significant figures, shares as percentages, times in seconds."""
+    def f(key, label, unit="", tip=""):
         v = row.get(key)
         if v is None:
             return None
-        try:
-            return f"{label} <b>{fmt.format(v)}</b>"
-        except (ValueError, TypeError):
-            return f"{label} <b>{html.escape(str(v))}</b>"
+        t = f" title='{html.escape(tip)}'" if tip else ""
+        return f"<span{t}>{label} <b>{fmt(v, unit)}</b></span>"
 
     ok = row.get("validity")
     badge = ""
@@ -389,16 +445,55 @@ def metrics_html(row: Mapping[str, object], *, stopped: bool = False) -> str:
                  f"{'&#10003; valid' if good else '&#10007; not valid'}</span>")
     parts = [badge] if badge else []
     parts += [p for p in (
-        f("target_prob", "p(target)", "{:.3f}"),
-        f("l1", "L1", "{:.4f}"),
-        f("l2", "L2", "{:.2f}"),
-        f("sparsity", "changed px", "{:.1%}"),
-        f("im1", "IM1", "{:.3f}"),
-        f("im2", "IM2", "{:.4f}"),
-        f("oracle", "oracle", "{:.0%}"),
-        f("steps", "steps", "{:.0f}"),
-        f("time_s", "time", "{:.2f} s"),
+        f("target_prob", "p(target)", "%"),
+        f("l1", "L1", tip="mean |x' - x| per pixel"),
+        f("l2", "L2", tip="Euclidean distance ||x' - x||"),
+        f("sparsity", "pixels changed by &gt; 0.05", "%",
+          tip="share of pixels whose value moved by more than 0.05 (of 1)"),
+        f("im1", "IM1", tip="realism: lower = closer to the target class's data"),
+        f("im2", "IM2", tip="realism: lower = better"),
+        f("oracle", "oracle agrees", "%"),
+        f("steps", "steps"),
+        f("time_s", "time", "s"),
     ) if p]
     if stopped:
         parts.append("<span class='cfw-stopped'>stopped early (partial result)</span>")
     return f"<div class='cfw-metrics'>{' &middot; '.join(parts)}</div>"
+
+
+#: column headings of :func:`table_html` (other keys: snake_case -> words)
+HEADINGS = {"validity": "valid", "flip_rate": "flipped", "target_prob": "p(target)", "l1": "L1",
+            "l2": "L2", "sparsity": "pixels changed", "im1": "IM1", "im2": "IM2",
+            "oracle": "oracle agrees", "time_per_cf_s": "time per CF", "time_s": "time",
+            "edit_distance": "word edits", "edit_distance_norm": "edits / length", "bleu": "BLEU",
+            "ppl_ratio": "perplexity ratio", "similarity": "MiniLM cosine",
+            "time_per_sentence_s": "time per sentence", "repetition_cf": "repeated bigrams",
+            "nonword_rate_cf": "unknown words"}
+_UNITS = {"validity": "%", "flip_rate": "%", "target_prob": "%", "sparsity": "%", "oracle": "%",
+          "time_per_cf_s": "s", "time_s": "s", "time_per_sentence_s": "s", "repetition_cf": "%",
+          "nonword_rate_cf": "%", "edit_distance_norm": "%"}
+
+
+def table_html(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None) -> str:
+    """A metrics table for people: worded headings (:data:`HEADINGS`), numbers with 3
+    significant figures, shares as %, times in s, long text wrapped; inside a box that
+    scrolls sideways instead of widening the page."""
+    if not rows:
+        return ""
+    cols = list(columns) if columns else []
+    if not cols:
+        for r in rows:
+            cols += [k for k in r if k not in cols and not isinstance(r[k], (list, tuple, dict))]
+    head = "".join(f"<th>{html.escape(HEADINGS.get(c, c.replace('_', ' ')))}</th>" for c in cols)
+    body = []
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                cells.append(f"<td>{fmt(v, _UNITS.get(c, ''))}</td>")
+            else:
+                cells.append(f"<td style='text-align:left'>{html.escape(str(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f"<div style='max-width:100%;overflow-x:auto'><table class='cfw-table'><thead><tr>{head}"
+            f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")

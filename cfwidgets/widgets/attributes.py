@@ -42,6 +42,7 @@ from ..models.conditional import spec_of
 from ..result import CounterfactualResult
 from .base import CounterfactualWidget
 from .controls import CONTROL_WIDTH, DESCRIPTION_WIDTH, AttributeWeights
+from .views import fmt
 
 __all__ = ["AttributeWidget"]
 
@@ -95,7 +96,7 @@ class AttributeWidget(AttributeWeights, CounterfactualWidget):
         return cls(zoo.load(f"{dataset}/cnn", device=dev), zoo.load(gen[dataset], device=dev), data, **kwargs)
 
     # ============================================================= controls
-    def extra_controls(self) -> list[W.Widget]:
+    def primary_controls(self) -> list[W.Widget]:
         style = {"description_width": DESCRIPTION_WIDTH}
         current = next(k for k, m in self._methods.items() if m is self.method)
         self.method_dropdown = W.Dropdown(
@@ -104,8 +105,10 @@ class AttributeWidget(AttributeWeights, CounterfactualWidget):
             "code and the attributes together.", style=style, layout=W.Layout(width=CONTROL_WIDTH))
         self.method_dropdown.add_class("cfw-method-switch")
         self.method_dropdown.observe(self._on_method_change, names=["value"])
-        rows = self._weight_rows("attribute weights (cost of a change; 0 = free) and locks")
-        return [self.method_dropdown, *rows]
+        return [self.method_dropdown]
+
+    def advanced_controls(self) -> list[W.Widget]:
+        return self._weight_rows("attribute weights (cost of a change; 0 = free) and locks")
 
     def _on_method_change(self, change) -> None:
         try:
@@ -126,7 +129,7 @@ class AttributeWidget(AttributeWeights, CounterfactualWidget):
             tooltip="Decode points on the line from the query (0) to the counterfactual (1).",
             style={"description_width": "40px"}, layout=W.Layout(width="300px"))
         self.walk_slider.add_class("cfw-walk")
-        self.walk_label = W.HTML("", layout=W.Layout(width="220px"))
+        self.walk_label = W.HTML("", layout=W.Layout(width="240px"))
         self.walk_slider.observe(self._on_walk, names=["value"])
         # what-if: one control per attribute in natural units
         spec = self._spec
@@ -136,13 +139,14 @@ class AttributeWidget(AttributeWeights, CounterfactualWidget):
             unit = f" ({spec.units[i]})" if spec.units[i] else ""
             if spec.kinds[i] == "categorical":
                 w = W.Dropdown(options=[(c, k) for k, c in enumerate(spec.categories[i])], value=0,
-                               description=name, style={"description_width": "90px"},
-                               layout=W.Layout(width="260px"))
+                               description=name, style={"description_width": "120px"},
+                               layout=W.Layout(width="280px"))
             else:
                 lo, hi = self._natural_bounds(i)
                 w = W.FloatSlider(value=(lo + hi) / 2, min=lo, max=hi, step=(hi - lo) / 200,
                                   description=name + unit, readout_format=".3g", continuous_update=True,
-                                  style={"description_width": "90px"}, layout=W.Layout(width="320px"))
+                                  tooltip=f"{name}{unit}", style={"description_width": "120px"},
+                                  layout=W.Layout(width="340px"))
             w.observe(self._on_whatif, names=["value"])
             w.add_class(f"cfw-whatif-{name}")
             self.whatif_controls[name] = w
@@ -198,8 +202,26 @@ class AttributeWidget(AttributeWeights, CounterfactualWidget):
         self._quiet = True
         self.walk_slider.value = 1.0
         self._quiet = False
-        p = float(result.probs_cf[0, int(result.target[0])])
-        self.walk_label.value = f"<span style='font-size:12px'>t = 1.00 &middot; p(target) = {p:.3f}</span>"
+        self.walk_label.value = self._walk_text(1.0, result.probs_cf[0])
+        # the what-if sliders start at the counterfactual, so its numbers match the
+        # caption and the metrics line (the after image is not redrawn here)
+        m = result.meta
+        if "z_cf" in m and "a_cf" in m:
+            dev = self.method.device
+            self._whatif_base = (m["z_cf"][:1].to(dev), m["a_cf"][:1].to(dev))
+            self._set_whatif(self._whatif_base[1])
+            self.whatif_info.value = self._whatif_text(result.probs_cf[0], "the counterfactual")
+
+    def _walk_text(self, t: float, probs: Tensor) -> str:
+        return (f"<span style='font-size:12px;white-space:nowrap'>t = {t:.2f} &middot; p(target) "
+                f"{fmt(float(probs[self.current_target()]), '%')}</span>")
+
+    def _whatif_text(self, probs: Tensor, what: str = "what-if") -> str:
+        k = int(probs.argmax())
+        name = self.class_names[k] if k < len(self.class_names) else str(k)
+        return (f"<span style='font-size:12px'>{html.escape(what)}: predicted <b>{html.escape(name)}</b> "
+                f"{fmt(float(probs[k]), '%')} &middot; p(target) {fmt(float(probs[self.current_target()]), '%')}"
+                f"</span>")
 
     def clear_result(self) -> None:
         super().clear_result()
@@ -232,8 +254,7 @@ class AttributeWidget(AttributeWeights, CounterfactualWidget):
             probs = self.method.classifier(x).softmax(-1)[0].cpu()
         x = x[0].cpu()
         self.show_images(x, probs, caption=f" (walk t={t:.2f})")
-        tp = float(probs[self.current_target()])
-        self.walk_label.value = f"<span style='font-size:12px'>t = {t:.2f} &middot; p(target) = {tp:.3f}</span>"
+        self.walk_label.value = self._walk_text(t, probs)
         return x, probs
 
     def _on_walk(self, change) -> None:
@@ -297,11 +318,7 @@ class AttributeWidget(AttributeWeights, CounterfactualWidget):
             probs = self.method.classifier(x).softmax(-1)[0].cpu()
         x = x[0].cpu()
         self.show_images(x, probs, caption=" (what-if)")
-        k = int(probs.argmax())
-        name = self.class_names[k] if k < len(self.class_names) else str(k)
-        tp = float(probs[self.current_target()])
-        self.whatif_info.value = (f"<span style='font-size:12px'>what-if: predicted <b>{html.escape(name)}</b> "
-                                  f"({float(probs[k]):.2f}) &middot; p(target) = {tp:.3f}</span>")
+        self.whatif_info.value = self._whatif_text(probs)
         return x, probs
 
     def _on_whatif(self, _change) -> None:

@@ -19,7 +19,7 @@ from ..config import Knob
 
 __all__ = ["KnobControl", "knob_control", "AttributeWeights", "DESCRIPTION_WIDTH", "CONTROL_WIDTH"]
 
-DESCRIPTION_WIDTH = "120px"
+DESCRIPTION_WIDTH = "150px"
 CONTROL_WIDTH = "340px"
 
 

@@ -43,6 +43,7 @@ from ..result import CounterfactualResult
 from ..viz import html as vh
 from .base import CounterfactualWidget, RunJob
 from .controls import CONTROL_WIDTH, DESCRIPTION_WIDTH
+from .views import LossView, fmt
 
 __all__ = ["DiffeomorphicWidget"]
 
@@ -181,8 +182,11 @@ class DiffeomorphicWidget(CounterfactualWidget):
         return self._for_config(self.method, super().explain_kwargs())
 
     # ---------------------------------------------------------------- views
+    def primary_controls(self) -> list[W.Widget]:
+        return [self.generator_dropdown]
+
     def extra_controls(self) -> list[W.Widget]:
-        return [self.generator_dropdown, self.baseline_toggle]
+        return [self.baseline_toggle]
 
     def extra_views(self) -> list[W.Widget]:
         px = self.image_px()
@@ -203,17 +207,25 @@ class DiffeomorphicWidget(CounterfactualWidget):
         self.pixel_box = W.HBox([col(self.pixel_after, self.pixel_label),
                                  col(self.pixel_diff, W.HTML("pixels: x&prime; &minus; x"))])
         self.pixel_box.layout.display = "none"
-        self.path_view = W.HTML(self._path_svg({}, {}), layout=W.Layout(min_height="120px"))
+        self.pixel_note = W.HTML("", layout=W.Layout(display="none", width="220px"))
+        self.pixel_note.add_class("cfw-pixel-note")
+        self.path_prob = LossView("p(target) along the path", width=270, shared=True)
+        self.path_bpd = LossView("bits/dim along the path (flow)", width=270, shared=True)
+        self.path_view = W.HTML(layout=W.Layout(min_height="120px"))
         self.path_view.add_class("cfw-path-curves")
-        self.manifold_view = W.HTML("", layout=W.Layout(width="100%", min_height="20px"))
+        self._draw_path()
+        self.manifold_view = W.HTML("", layout=W.Layout(width="auto", min_height="20px"))
         self.manifold_view.add_class("cfw-manifold-metrics")
         title = W.HTML("<div style='font-weight:600;margin:8px 0 2px 0;border-bottom:1px solid "
                        "#d0d7de'>Reconstruction g(g<sup>-1</sup>(x)) &middot; pixel baseline "
                        "&middot; along the path</div>")
-        return [title, W.HBox([self.rec_box, self.pixel_box], layout=W.Layout(align_items="flex-start")),
+        return [title, W.HBox([self.rec_box, self.pixel_box, self.pixel_note],
+                              layout=W.Layout(align_items="flex-start")),
                 self.path_view, self.manifold_view]
 
-    def _show_reconstruction(self) -> None:
+    def _show_reconstruction(self, result: CounterfactualResult | None = None) -> None:
+        """g(g^-1(x)) of the current input: for a GAN a short inversion before a run (a
+        preview) and the run's own inversion after it (``result.meta['x_rec']``)."""
         if not hasattr(self, "rec_image"):
             return
         m = self.method
@@ -222,34 +234,35 @@ class DiffeomorphicWidget(CounterfactualWidget):
             return
         self.rec_box.layout.display = ""
         x = self.current_input()
-        with torch.no_grad():
-            xd = x.to(m.device)
-            if m.kind == "gan":  # a short inversion: the preview only (the run does it fully)
-                z0, _ = m.generative_model.invert(xd, steps=50, tol=1e-2)
-            else:
-                z0 = m.generative_model.encode(xd)
-            rec = m.generative_model.decode(z0).clamp(0, 1).cpu()
+        if result is not None and "x_rec" in result.meta:
+            rec = result.meta["x_rec"][:1].detach().float().cpu()
+            preview = False
+        else:
+            with torch.no_grad():
+                xd = x.to(m.device)
+                if m.kind == "gan":  # a short inversion: the preview only (the run does it fully)
+                    z0, _ = m.generative_model.invert(xd, steps=50, tol=1e-2)
+                else:
+                    z0 = m.generative_model.encode(xd)
+                rec = m.generative_model.decode(z0).clamp(0, 1).cpu()
+            preview = m.kind == "gan"
         err = float((rec - x).pow(2).mean())
         self.rec_image.value = self.png(rec[0])
         what = "exact inverse" if m.kind == "flow" else ("encoder mean" if m.kind == "vae"
-                                                         else "inversion (preview)")
+                                                         else "inversion (preview)" if preview
+                                                         else "inversion (this run)")
         self.rec_label.value = (f"<span style='font-size:12px'>g(g<sup>-1</sup>(x)): {what}"
-                                f"<br>MSE {err:.1e}</span>")
+                                f"<br>MSE {fmt(err)}</span>")
 
     def show_input(self) -> None:
         super().show_input()
         if hasattr(self, "pixel_box"):
             self.pixel_box.layout.display = "none"
+            self.pixel_note.layout.display = "none"
         try:
             self._show_reconstruction()
         except Exception as e:  # noqa: BLE001
             self.show_error(e)
-
-    @staticmethod
-    def _path_svg(prob: Mapping[str, list], bpd: Mapping[str, list]) -> str:
-        left = vh.loss_svg(prob, title="p(target) along the path", width=270)
-        right = vh.loss_svg(bpd, title="bits/dim along the path (flow)", width=270)
-        return f"<div style='display:flex;gap:12px'>{left}{right}</div>"
 
     # ---------------------------------------------------------------- runs
     def execute(self, job: RunJob, callback: Callable) -> CounterfactualResult:
@@ -266,16 +279,20 @@ class DiffeomorphicWidget(CounterfactualWidget):
     def show_preview(self, step: int, state) -> None:
         super().show_preview(step, state)
         lp = state.extra.get("log_density") if isinstance(state.extra, dict) else None
-        seq = self._live_path.setdefault("p(target)", [])
-        seq.append(float(state.target_prob[0]))
+        self._live_path.setdefault("step", []).append(step)
+        self._live_path.setdefault("p(target)", []).append(float(state.target_prob[0]))
         if lp is not None and self.flow is not None:
             d = self.flow.dims * 0.6931471805599453
             self._live_path.setdefault("bits/dim", []).append(float(-lp[0] / d + 8.0))
-        self.path_view.value = self._path_svg({"p(target)": self._live_path["p(target)"]},
-                                              {"bits/dim": self._live_path.get("bits/dim", [])})
+        xs = self._live_path["step"]
+        self.path_prob.show({"p(target)": self._live_path["p(target)"]}, xs)
+        bpd = self._live_path.get("bits/dim", [])
+        self.path_bpd.show({self.generator: bpd} if bpd else {}, xs)
+        self._draw_path()
 
     def render_extra(self, result: CounterfactualResult) -> None:
         meta = result.meta
+        steps = list(result.trajectory_steps)
         prob = {"p(target)": meta["path_target_prob"][0].tolist()} if "path_target_prob" in meta else {}
         bpd: dict[str, list] = {}
         if "path_bpd" in meta:
@@ -285,9 +302,16 @@ class DiffeomorphicWidget(CounterfactualWidget):
             with torch.no_grad():
                 dev = next(self.flow.parameters()).device
                 traj = px.trajectory[:, 0].to(dev)
-                bpd["pixels"] = self.flow.bits_per_dim(traj).cpu().tolist()
-        self.path_view.value = self._path_svg(prob, bpd)
+                pix = self.flow.bits_per_dim(traj).cpu().tolist()
+            bpd["pixels"] = pix  # on its own snapshot steps (it may stop earlier or later)
+        xs = {"p(target)": steps, self.generator: steps,
+              "pixels": list(px.trajectory_steps) if px is not None else []}
+        self.path_prob.show(prob, xs, steps[-1] if steps else None)
+        self.path_bpd.show(bpd, xs, steps[-1] if steps else None)
+        self._draw_path()
+        self._show_reconstruction(result)
         x = result.x[:1]
+        self.pixel_note.layout.display = "none"
         if px is not None:
             self.pixel_box.layout.display = ""
             vmax = vh.diff_range((x, px.x_cf[:1]))
@@ -296,10 +320,26 @@ class DiffeomorphicWidget(CounterfactualWidget):
             k = int(px.pred_cf[0])
             self.pixel_label.value = (
                 f"<span style='font-size:12px'>pixels: predicted <b>{html.escape(self.class_names[k])}"
-                f"</b> ({float(px.probs_cf[0, k]):.2f}){self._oracle_text(px)}</span>")
+                f"</b> {fmt(float(px.probs_cf[0, k]), '%')}{self._oracle_text(px)}</span>")
         else:
             self.pixel_box.layout.display = "none"
+            if self.pixel_baseline and isinstance(self.method, DiffeomorphicCounterfactual):
+                self.pixel_note.value = ("<div style='font-size:12px;color:#7d4e00;padding:4px'>"
+                                         "pixel baseline: not run, because this run was stopped "
+                                         "(press Run again for both)</div>")
+                self.pixel_note.layout.display = ""
         self.manifold_view.value = self._manifold_line(result, px)
+
+    def on_scrub_extra(self, i: int, result: CounterfactualResult) -> None:
+        step = self._scrub_step(i, result)
+        self.path_prob.mark(step)
+        self.path_bpd.mark(step)
+        self._draw_path()
+
+    def _draw_path(self) -> None:
+        """Both path charts side by side in ``path_view`` (one HTML update)."""
+        self.path_view.value = (f"<div style='display:flex;gap:12px'>{self.path_prob.widget.value}"
+                                f"{self.path_bpd.widget.value}</div>")
 
     def _oracle_text(self, res: CounterfactualResult) -> str:
         if self.oracle is None:
@@ -320,9 +360,9 @@ class DiffeomorphicWidget(CounterfactualWidget):
             bits = []
             if self.flow is not None:
                 b0, b1 = float(bits_per_dim_query(r, self.flow)[0]), float(bits_per_dim_cf(r, self.flow)[0])
-                bits.append(f"bits/dim <b>{b0:.2f} &rarr; {b1:.2f}</b>")
+                bits.append(f"bits/dim <b>{fmt(b0)} &rarr; {fmt(b1)}</b>")
             if self.vae is not None:
-                bits.append(f"tangent fraction <b>{float(tangent_fraction(r, self.vae)[0]):.2f}</b>")
+                bits.append(f"tangent fraction <b>{fmt(float(tangent_fraction(r, self.vae)[0]), '%')}</b>")
             if self.oracle is not None:
                 with torch.no_grad():
                     dev = next(self.oracle.parameters()).device
@@ -338,7 +378,10 @@ class DiffeomorphicWidget(CounterfactualWidget):
         self.pixel_result = None
         if hasattr(self, "pixel_box"):
             self.pixel_box.layout.display = "none"
-            self.path_view.value = self._path_svg({}, {})
+            self.pixel_note.layout.display = "none"
+            self.path_prob.show({})
+            self.path_bpd.show({})
+            self._draw_path()
             self.manifold_view.value = ""
 
     def static_html(self) -> str:

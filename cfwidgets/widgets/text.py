@@ -32,7 +32,10 @@ Examples::
 from __future__ import annotations
 
 import html
+import logging
+import warnings
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import ipywidgets as W
@@ -43,6 +46,7 @@ from ..result import CounterfactualResult
 from ..viz import html as vh
 from .base import CounterfactualWidget
 from .controls import CONTROL_WIDTH, DESCRIPTION_WIDTH, AttributeWeights
+from .views import pred_caption
 
 __all__ = ["TextCounterfactualWidget", "candidates_html", "text_metrics_html"]
 
@@ -51,31 +55,54 @@ _RARE = ("long_inputs", "mask_attributes", "population", "search_noise", "kappa"
          "max_len", "skip_punctuation", "per_position", "length_slack")
 
 
+def _dedupe_ranked(cands: list[dict]) -> list[tuple[dict, int]]:
+    """Valid candidates first (then the method's rank), identical sentences folded into one
+    row with their count."""
+    order = sorted(cands, key=lambda c: (not c["valid"], c["rank"]))
+    out: list[tuple[dict, int]] = []
+    seen: dict[str, int] = {}
+    for c in order:
+        key = " ".join(str(c["text"]).split())
+        if key in seen:
+            first, k = out[seen[key]]
+            out[seen[key]] = (first, k + 1)
+            continue
+        seen[key] = len(out)
+        out.append((c, 1))
+    return out
+
+
 def candidates_html(result: CounterfactualResult, row: int = 0) -> str:
     """A table of the candidates of one row (AIP: ``per_row_candidates``; HotFlip: the
-    flips), each with its word diff and metrics."""
+    flips), each with its word diff and metrics: valid candidates first, identical
+    sentences shown once (with a count); it wraps its text and scrolls sideways rather
+    than widening the page."""
     cands = result.meta.get("per_row_candidates")
     src = result.x[row]
     if cands:
-        head = ("<tr><th>rank</th><th style='text-align:left'>candidate</th><th>valid</th>"
-                "<th>p(target)</th><th>edits</th><th>edits / len</th><th>ppl ratio</th>"
+        head = ("<tr><th>#</th><th style='text-align:left;min-width:16em'>candidate</th><th>valid</th>"
+                "<th>p(target)</th><th title='word edits (per word of the query)'>edits</th>"
+                "<th title='perplexity ratio: counterfactual / query (lower = more fluent)'>ppl ratio</th>"
                 "<th title='share of words in neither the query nor the review corpora'>"
-                "unknown words</th><th>kind</th><th>restart</th><th>step</th></tr>")
+                "unknown words</th><th>kind</th></tr>")
         body = []
-        for c in cands[row]:
+        for pos, (c, count) in enumerate(_dedupe_ranked(cands[row])):
             ok = "<span class='cfw-ok'>&#10003;</span>" if c["valid"] else "<span class='cfw-bad'>&#10007;</span>"
-            ppl = "" if c.get("ppl_ratio") is None else f"{c['ppl_ratio']:.2f}"
-            step = "" if c.get("step") is None else c["step"]
-            nw = "" if c.get("nonword_rate") is None else f"{c['nonword_rate']:.0%}"
-            body.append(f"<tr><td>{c['rank'] + 1}</td><td style='text-align:left'>"
-                        f"{vh.word_diff_html(src, c['text'])}</td><td>{ok}</td>"
-                        f"<td>{c['p_target']:.3f}</td><td>{c['edit_distance']}</td>"
-                        f"<td>{c['edit_norm']:.2f}</td><td>{ppl}</td><td>{nw}</td>"
-                        f"<td>{html.escape(str(c.get('kind', '')))}</td><td>{c['restart']}</td>"
-                        f"<td>{step}</td></tr>")
-        return (f"{vh.TEXT_CSS}<div style='font-size:12px;margin:4px 0'><b>candidates</b> "
-                f"({html.escape(str(result.meta.get('ranked_by', '')))})</div>"
-                f"<table class='cfw-table'>{head}{''.join(body)}</table>")
+            ppl = "" if c.get("ppl_ratio") is None else vh.fmt(c["ppl_ratio"])
+            nw = "" if c.get("nonword_rate") is None else vh.fmt(c["nonword_rate"], "%")
+            times = f" <span style='color:#57606a'>&times;{count}</span>" if count > 1 else ""
+            tip = html.escape(f"method rank {c['rank'] + 1}, restart {c.get('restart', '')}, "
+                              f"step {c.get('step', '')}")
+            body.append(f"<tr><td title='{tip}'>{pos + 1}</td><td style='text-align:left;"
+                        f"white-space:normal'>{vh.word_diff_html(src, c['text'])}{times}</td><td>{ok}</td>"
+                        f"<td>{vh.fmt(c['p_target'], '%')}</td><td>{c['edit_distance']} "
+                        f"({vh.fmt(c['edit_norm'], '%')})</td><td>{ppl}</td><td>{nw}</td>"
+                        f"<td>{html.escape(str(c.get('kind', '')))}</td></tr>")
+        return (f"{vh.TEXT_CSS}<div style='font-size:12px;margin:4px 0'><b>candidates</b>, valid "
+                f"first ({html.escape(str(result.meta.get('ranked_by', '')))})</div>"
+                f"<div class='cfw-candidates-box' style='max-width:100%;overflow-x:auto'>"
+                f"<table class='cfw-table' style='font-size:12px;width:100%'>{head}{''.join(body)}"
+                f"</table></div>")
     flips = result.meta.get("per_row_flips")
     if flips is not None:
         items = "".join(f"<li><del>{html.escape(f['from'])}</del> &rarr; <ins>{html.escape(f['to'])}</ins>"
@@ -87,22 +114,38 @@ def candidates_html(result: CounterfactualResult, row: int = 0) -> str:
 
 def text_metrics_html(row: Mapping[str, Any], *, stopped: bool = False) -> str:
     """One line of text metrics: validity, p(target), edit distance, BLEU, perplexity
-    ratio, time."""
+    ratio, time (3 significant figures, shares in %)."""
     parts = []
     v = row.get("flip_rate")
     if v is not None:
         good = float(v) >= 1.0
         parts.append(f"<span class='{'cfw-ok' if good else 'cfw-bad'}'>"
                      f"{'&#10003; flipped' if good else '&#10007; not flipped'}</span>")
-    for key, label, fmt in (("target_prob", "p(target)", "{:.3f}"), ("edit_distance", "word edits", "{:.0f}"),
-                            ("edit_distance_norm", "edits / length", "{:.2f}"), ("bleu", "BLEU", "{:.1f}"),
-                            ("similarity", "MiniLM cosine", "{:.3f}"), ("ppl_ratio", "perplexity ratio", "{:.2f}"),
-                            ("time_s", "time", "{:.2f} s")):
+    for key, label, unit in (("target_prob", "p(target)", "%"), ("edit_distance", "word edits", ""),
+                             ("edit_distance_norm", "edits / length", "%"), ("bleu", "BLEU", ""),
+                             ("similarity", "MiniLM cosine", ""), ("ppl_ratio", "perplexity ratio", ""),
+                             ("time_s", "time", "s")):
         if row.get(key) is not None and row.get(key) == row.get(key):
-            parts.append(f"{label} <b>{fmt.format(row[key])}</b>")
+            parts.append(f"{label} <b>{vh.fmt(row[key], unit)}</b>")
     if stopped:
         parts.append("<span class='cfw-stopped'>stopped early (partial result)</span>")
     return f"<div class='cfw-metrics'>{' &middot; '.join(parts)}</div>"
+
+
+@contextmanager
+def _quiet_transformers():
+    """transformers warns (FutureWarning) about its own cache API on every decode; the
+    person at the widget cannot act on it, so it is not shown there."""
+    log = logging.getLogger("transformers")
+    level = log.level
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
+        warnings.filterwarnings("ignore", message=r".*past_key_values.*")
+        log.setLevel(logging.ERROR)  # its logger says the same once more
+        try:
+            yield
+        finally:
+            log.setLevel(level)
 
 
 class TextCounterfactualWidget(AttributeWeights, CounterfactualWidget):
@@ -186,11 +229,17 @@ class TextCounterfactualWidget(AttributeWeights, CounterfactualWidget):
             return
         try:
             self.clear_result()
-            self.show_input()
-            if self.current_target() == int(self._probs_before.argmax()):
-                self._select_target(None)
+            self.show_input()  # the target choices follow the new prediction
         except Exception as e:  # noqa: BLE001 - shown, not swallowed
             self.show_error(e)
+
+    def input_info_html(self, pred: int) -> str:
+        area = getattr(self, "text_area", None)
+        if area is None or area.value == self.inputs[self.index]:
+            return super().input_info_html(pred)
+        return (f"<span style='font-size:12px'>your sentence: model says <b>"
+                f"{html.escape(self.class_names[pred])}</b> "
+                f"({vh.fmt(float(self._probs_before[pred]), '%')})</span>")
 
     def set_text(self, text: str) -> None:
         """Explain ``text`` (as if typed into the text area)."""
@@ -209,24 +258,26 @@ class TextCounterfactualWidget(AttributeWeights, CounterfactualWidget):
         return super().predict_probs(text)
 
     # ============================================================ controls
-    def extra_controls(self) -> list[W.Widget]:
-        out: list[W.Widget] = []
-        style = {"description_width": DESCRIPTION_WIDTH}
-        if len(self._methods) > 1:
-            current = next(k for k, m in self._methods.items() if m is self.method)
-            self.method_dropdown = W.Dropdown(options=list(self._methods), value=current,
-                                              description="method", style=style,
-                                              layout=W.Layout(width=CONTROL_WIDTH))
-            self.method_dropdown.add_class("cfw-method-switch")
-            self.method_dropdown.observe(self._on_method_change, names=["value"])
-            out.append(self.method_dropdown)
+    def primary_controls(self) -> list[W.Widget]:
+        if len(self._methods) <= 1:
+            return []
+        current = next(k for k, m in self._methods.items() if m is self.method)
+        self.method_dropdown = W.Dropdown(options=list(self._methods), value=current,
+                                          description="method",
+                                          style={"description_width": DESCRIPTION_WIDTH},
+                                          layout=W.Layout(width=CONTROL_WIDTH))
+        self.method_dropdown.add_class("cfw-method-switch")
+        self.method_dropdown.observe(self._on_method_change, names=["value"])
+        return [self.method_dropdown]
+
+    def advanced_controls(self) -> list[W.Widget]:
         self.weight_sliders, self.lock_boxes = {}, {}
-        if self._spec is not None:
-            rows = self._weight_rows("attribute weights (AIP: cost of a change; 0 = free) and locks")
-            self.weight_box = W.VBox(rows)
-            out.append(self.weight_box)
-            self._show_weights()
-        return out
+        if self._spec is None:
+            return []
+        rows = self._weight_rows("attribute weights (AIP: cost of a change; 0 = free) and locks")
+        self.weight_box = W.VBox(rows)
+        self._show_weights()
+        return [self.weight_box]
 
     def _show_weights(self) -> None:
         if hasattr(self, "weight_box"):
@@ -251,28 +302,21 @@ class TextCounterfactualWidget(AttributeWeights, CounterfactualWidget):
     def make_views(self) -> list[W.Widget]:
         self.style_html = W.HTML(vh.CSS + vh.TEXT_CSS)
         self.style_html.layout.display = "none"
-        self.before_view = W.HTML("", layout=W.Layout(width="100%"))
+        self.before_view = W.HTML("", layout=W.Layout(width="auto"))
         self.before_view.add_class("cfw-before")
-        self.after_view = W.HTML("<i>after: press Run</i>", layout=W.Layout(width="100%", min_height="40px"))
+        self.after_view = W.HTML("<i>after: press Run</i>", layout=W.Layout(width="auto", min_height="40px"))
         self.after_view.add_class("cfw-after")
         self._make_path_probs_loss("Scrub through the hard decodes along the optimisation path.",
-                                   self._on_text_scrub, probs_min_height="80px")
-        self.candidates_view = W.HTML("", layout=W.Layout(width="100%"))
+                                   self._on_text_scrub, probs_min_height="80px",
+                                   metrics_render=text_metrics_html)
+        self.candidates_view = W.HTML("", layout=W.Layout(width="auto"))
         self.candidates_view.add_class("cfw-candidates")
-        self.metrics_view = W.HTML("", layout=W.Layout(width="100%", min_height="20px"))
-        self.metrics_view.add_class("cfw-metrics-view")
         row = W.HBox([self.probs_view, self.loss_view], layout=W.Layout(align_items="flex-start"))
         return [self.style_html, self.before_view, self.after_view, self.trajectory_row, row,
                 self.metrics_view, self.candidates_view]
 
     def _pred_caption(self, probs: torch.Tensor, role: str) -> str:
-        k = int(probs.argmax())
-        name = html.escape(self.class_names[k] if k < len(self.class_names) else str(k))
-        ok = ""
-        if role == "after":
-            ok = " cfw-ok" if k == self.current_target() else " cfw-bad"
-        return (f"<span class='cfw-pred{ok}' data-class='{k}'>predicted <b>{name}</b></span> "
-                f"<span style='color:#57606a'>({float(probs[k]):.2f})</span>")
+        return pred_caption(probs, self.class_names, self.current_target(), role, show_role=False)
 
     def show_input(self) -> None:
         super().show_input()
@@ -288,8 +332,7 @@ class TextCounterfactualWidget(AttributeWeights, CounterfactualWidget):
         probabilities; ``None`` clears the view."""
         if text is None:
             self.after_view.value = "<i style='color:#57606a'>after: press Run</i>"
-            self.probs_view.value = vh.prob_bars_html(self._probs_before, None, self.current_target(),
-                                                      self.class_names)
+            self.probs.show(self._probs_before, None, self.current_target(), self.class_names)
             return
         src = self.current_input()[0]
         if self.result is not None:
@@ -298,22 +341,26 @@ class TextCounterfactualWidget(AttributeWeights, CounterfactualWidget):
         self.after_view.value = (f"<div class='cfw-diff'><span style='color:#57606a'>after{html.escape(caption)}:"
                                  f"</span> {vh.word_diff_html(src, text)} &nbsp; {cap}</div>")
         if probs is not None:
-            self.probs_view.value = vh.prob_bars_html(self._probs_before, probs, self.current_target(),
-                                                      self.class_names)
+            self.probs.show(self._probs_before, probs, self.current_target(), self.class_names)
 
     def show_preview(self, step: int, state) -> None:
         x_cf = state.x_cf
         if isinstance(x_cf, list) and x_cf:
             self.show_text(x_cf[0], state.probs[0].detach().float().cpu(), caption=f" (step {step + 1})")
-        self.loss_view.value = vh.loss_svg(self._live_loss_values())
+        self.loss.show(self.runner.live_loss_values())
+
+    def execute(self, job, callback) -> CounterfactualResult:
+        with _quiet_transformers():
+            return super().execute(job, callback)
 
     def show_result(self, result: CounterfactualResult) -> None:
         stopped = " (stopped)" if result.stopped else ""
         self.show_text(result.x_cf[0], result.probs_cf[0], caption=stopped)
         self._set_trajectory(result)
-        self.loss_view.value = vh.loss_svg(result.losses)
-        self.metrics = self.compute_metrics(result)
-        self.metrics_view.value = text_metrics_html(self.metrics, stopped=result.stopped)
+        self.loss.show(result.losses)
+        with _quiet_transformers():
+            self.metrics = self.compute_metrics(result)
+        self.metrics_panel.show(self.metrics, stopped=result.stopped)
         self.candidates_view.value = candidates_html(result, 0)
         self.render_extra(result)
 
@@ -322,20 +369,17 @@ class TextCounterfactualWidget(AttributeWeights, CounterfactualWidget):
         if hasattr(self, "candidates_view"):
             self.candidates_view.value = ""
 
-    def _on_text_scrub(self, change) -> None:
-        if self._scrub_quiet:
-            return
+    def _on_text_scrub(self, i: int) -> None:
         res = self.result
-        if res is None or not res.trajectory or self._running:
+        if res is None or not res.trajectory or self.running:
             return
         try:
-            i = int(change["new"])
             last = i == len(res.trajectory) - 1
             text = res.x_cf[0] if last else res.trajectory[i][0]
-            probs = res.probs_cf[0] if last else self.predict_probs([text])[0]
-            step = res.trajectory_steps[i] if i < len(res.trajectory_steps) else i
+            probs = res.probs_cf[0] if last else self.path_probs(res)[i]
+            step = self._scrub_step(i, res)
             self.show_text(text, probs, caption="" if last else f" (step {step})")
-            self._trajectory_caption(i, res)
+            self._after_scrub(i, res)
         except Exception as e:  # noqa: BLE001
             self.show_error(e)
 

@@ -378,6 +378,32 @@ class WidgetDriver:
                 "stop_to_view_s": time.perf_counter() - t0}
 
 
+    def scrub_latency(self, page, widget, positions: int = 8, timeout: float = 3_000) -> list[float]:
+        """Hold the path slider's handle and move it across the track in ``positions``
+        stops, as a hand does; for each stop, the seconds until the after image shows
+        another frame (the kernel's reply drawn). Ends on the last snapshot."""
+        track = widget.locator(".cfw-path .noUi-target").bounding_box()
+        handle = widget.locator(".cfw-path .noUi-handle").bounding_box()
+        y = track["y"] + track["height"] / 2
+        page.mouse.move(handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2)
+        page.mouse.down()
+        out = []
+        xs = [track["x"] + track["width"] * k / (positions - 1) for k in range(positions)]
+        for x in [*reversed(xs[:-1]), xs[-1]]:  # from the end to the start, then back to the end
+            src = widget.locator("img.cfw-after").get_attribute("src")
+            t0 = time.perf_counter()
+            page.mouse.move(x, y, steps=2)
+            try:
+                page.wait_for_function(
+                    "([w, src]) => w.querySelector('img.cfw-after').getAttribute('src') !== src",
+                    arg=[widget.element_handle(), src], timeout=timeout, polling="raf")
+                out.append(time.perf_counter() - t0)
+            except Exception:  # noqa: BLE001 - the same frame (a stop inside one snapshot)
+                pass
+        page.mouse.up()
+        return out
+
+
 @pytest.fixture(scope="session")
 def widget_driver() -> WidgetDriver:
     return WidgetDriver()
