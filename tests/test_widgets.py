@@ -413,9 +413,9 @@ def test_extension_hooks():
     res = w.run(block=True)
     assert res.meta["config"]["proximity_weight"] == 0.75
     assert w.note.value == "used 0.75"
-    seen = []
+    during = []  # read on the worker thread, mid-run: extra controls are locked then
+    w.on_step(lambda step, state: during.append(w.strength.disabled) if step == 1 else None)
     w.run_button.click()
-    assert w.strength.disabled or not w.running  # extra controls are locked during a run
-    w.wait(30)
-    seen.append(w.strength.disabled)
-    assert seen == [False]
+    assert w.wait(30) is not None
+    assert during == [True]
+    assert not w.strength.disabled  # and unlocked after the run
