@@ -189,6 +189,7 @@ def stack_results(results: list[CounterfactualResult]) -> CounterfactualResult:
         trajectory=traj,
         steps=None if first.steps is None else torch.cat([r.steps for r in results]),
         stopped=any(r.stopped for r in results),
+        meta=_stack_flags(first.meta, results),
     )
 
 
