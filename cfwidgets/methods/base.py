@@ -193,8 +193,9 @@ class CounterfactualMethod(ABC):
         differ by float noise (measured below 1e-4: ~1e-6 for the zoo's CNN and CVAE,
         ~3e-5 for the flow's encoder), and Adam's first steps, about ``lr`` whatever the
         gradient's size, can turn that into a visibly different, equally valid path for a
-        few rows (up to 0.16 max pixel difference for AIP, 1.0 for Diffeomorphic on 8
-        digits). For bit-identical results across batch sizes, call one row at a time.
+        few rows (issue 18 saw pixel differences up to 0.16 for AIP and 1.0 for
+        Diffeomorphic between a batch of 8 and 8 single calls). For bit-identical results
+        across batch sizes, call one row at a time.
         """
         cfg = merge(self.Config, config, overrides)
         check_callback(callback)
