@@ -139,3 +139,19 @@ def test_no_method_is_skipped_when_every_extra_is_installed():
     if missing:
         pytest.skip(f"extras not installed: {missing}")
     assert methods.SKIPPED == {}, methods.SKIPPED
+
+
+def test_attribute_view_flags_a_flip_through_the_class_code():
+    from cfwidgets.analysis.views import attribute_bars_html
+    from cfwidgets.methods import GCI
+
+    clf, gen = _load("mnist/cnn"), _load("mnist/cvae")
+    x = load_mnist("test").x[::125][:8]
+    with torch.no_grad():
+        t = clf(x).topk(2, 1).indices[:, 1]
+    res = GCI(clf, gen).explain(x, t, steps=150)
+    flags = res.meta["class_code_changed"]
+    assert bool(flags.any()) and not bool(flags.all()), flags  # both kinds in this sample
+    for i in range(len(x)):
+        shown = "cfw-class-code-flag" in attribute_bars_html(res, i)
+        assert shown == bool(flags[i]), i

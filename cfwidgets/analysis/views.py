@@ -55,7 +55,22 @@ def attribute_bars_html(result: CounterfactualResult, row: int = 0, *, width: in
                     f"<td>{bar}</td><td style='padding:1px 6px;font-size:11px;color:#3d444d'>{text}</td></tr>")
     cap = title or f"attribute changes (bar: &plusmn;{top:.2g} std / mass moved)"
     return (f"<div class='cfw-attr-bars'><div style='font-size:12px;font-weight:600'>{cap}</div>"
+            f"{class_code_flag_html(result, row)}"
             f"<table style='border-collapse:collapse'>{''.join(rows)}</table></div>")
+
+
+def class_code_flag_html(result: CounterfactualResult, row: int = 0) -> str:
+    """A warning line where row ``row`` reached its class by changing a class code (a
+    categorical attribute's most likely category, ``meta["class_code_changed"]``): the
+    generator relabelled the input, so the picture says little about which *style* change
+    the classifier needs. Empty otherwise."""
+    flags = result.meta.get("class_code_changed")
+    if flags is None or not bool(flags[row]):
+        return ""
+    return ("<div class='cfw-class-code-flag' style='font-size:12px;color:#9a6700;"
+            "background:#fff8c5;padding:2px 6px;margin:2px 0'>&#9888; reached through the class "
+            "code: the generator was told another class. Lock the class attribute to see what "
+            "style alone does.</div>")
 
 
 def changes_html(result: CounterfactualResult, max_rows: int = 8) -> str:
