@@ -21,9 +21,10 @@ pred, pred_cf, probs, probs_cf, success, skipped, target_prob, l1, l2, steps, no
 Crash safety: a chunk is written to a temporary file, flushed to disk and renamed into
 place (atomic on POSIX), then the manifest is rewritten the same way with the chunk
 listed. A chunk that is not listed (a kill between the two renames) or whose size does not
-match is computed again; temporary files left by a kill are removed. Each batch is seeded
-from ``(seed, chunk number)``, so a batch's result does not depend on whether the batches
-before it ran in the same process. One process at a time may write a folder (a file lock).
+match is computed again; a temporary file left by a kill is overwritten when its chunk
+is. Each batch is seeded from ``(seed, chunk number)``, so a batch's result does not
+depend on whether the batches before it ran in the same process. One process at a time
+may write a folder (a file lock).
 
 Targets (``target=``):
 
@@ -503,10 +504,9 @@ def _short(v: Any) -> str:
 
 
 def _finished_chunks(out: Path, manifest: dict) -> set[int]:
-    """Chunks listed in the manifest whose file is there with the recorded size; stray
-    temporary files (a kill mid-write) are removed."""
-    for tmp in out.glob(f"*{_TMP}"):
-        tmp.unlink(missing_ok=True)
+    """Chunks listed in the manifest whose file is there with the recorded size (a
+    temporary file left by a kill mid-write is never read: its chunk is not listed, and
+    rewriting that chunk overwrites it)."""
     done = set()
     for c in manifest["chunks"]:
         p = out / c["file"]

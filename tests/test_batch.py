@@ -6,6 +6,7 @@ Wachter steps."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import signal
@@ -138,8 +139,9 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
 
 def test_resume_redoes_a_chunk_the_manifest_missed(tmp_path):
     """A kill between a chunk's rename and the manifest's rewrite leaves a chunk file the
-    manifest does not list, and a kill mid-write a temporary file: the rerun computes that
-    chunk again, removes the temporary file, and the rows equal an uninterrupted run."""
+    manifest does not list, and a kill mid-write a half-written temporary file: the rerun
+    computes both chunks again (never reading the temporary file), none is left, and the
+    rows equal an uninterrupted run."""
     out = tmp_path / "run"
     with pytest.raises(_Stop):
         _run(out, on_chunk=_stop_after(2))
@@ -183,7 +185,7 @@ def test_a_folder_refuses_a_run_of_another_configuration(tmp_path):
         explain_dataset(other, te, "next", out=out, batch_size=4, n=12, device="cpu",
                         progress=False, **FAST)
     with pytest.raises(MixedRunError, match="data"):
-        explain_dataset(Wachter(clf), (changed, te.y), "next", out=out, batch_size=4, n=12,
+        explain_dataset("wachter", dataclasses.replace(te, x=changed), "next", out=out, batch_size=4, n=12,
                         device="cpu", progress=False, **FAST)
     with pytest.raises(MixedRunError, match="method"):
         explain_dataset(_Renamed(clf), te, "next", out=out, batch_size=4, n=12, device="cpu",
@@ -256,7 +258,7 @@ def test_cli_explain_writes_resumes_and_refuses(tmp_path, capsys):
     assert main(argv) == 0  # a finished run: nothing recomputed
     assert [p.stat().st_mtime_ns for p in sorted(out.glob("chunk-*"))] == mtimes
     capsys.readouterr()
-    for extra, says in [(["--batch-size", "3"], "another configuration"),
+    for extra, says in [(["--batch-size", "3"], f"error: {out} holds a run with another configuration"),
                         (["--target", "up"], "--target must be one of"),
                         (["--target", "10"], "out of range")]:
         assert main(argv + extra) == 2
