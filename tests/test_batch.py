@@ -267,3 +267,18 @@ def test_cli_explain_writes_resumes_and_refuses(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(argv[:-1] + [str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_a_second_writer_is_refused_while_a_run_holds_the_folder(tmp_path):
+    from filelock import FileLock
+
+    from cfwidgets.batch import RunBusyError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with FileLock(str(out / ".lock")):  # as a running explain_dataset holds it
+        with pytest.raises(RunBusyError, match="another process is writing"):
+            _run(out)
+        assert not (out / "manifest.json").exists()
+    _run(out, n=4)  # released: the run goes ahead
+    assert load_results(out).complete
