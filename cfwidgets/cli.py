@@ -236,13 +236,9 @@ def _zoo(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------ explain
 def _explain(args: argparse.Namespace) -> int:
-    """Batch explanation of a data set split, streaming one JSON line per query."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from . import zoo
-    from ._utils import resolve_device
-    from .data import load_dataset
+    """Explain a data set split batch by batch, streaming chunks to a folder that a rerun
+    resumes (see :mod:`cfwidgets.batch`)."""
+    from .batch import MixedRunError, RunBusyError, explain_dataset, load_results
     from .methods import get_method
 
     _check_count("--n", args.n, 0, " (0 = the whole split)")
@@ -257,45 +253,41 @@ def _explain(args: argparse.Namespace) -> int:
     _check_image_dataset(args.dataset, f"the image method {args.method!r}")
     if args.split not in ("train", "test", "all"):
         raise UsageError(f"--split must be 'train', 'test' or 'all', got {args.split!r}.")
+    target = _parse_target(args.target)
     knobs = _parse_knobs(args.knobs, cls)
-    device = resolve_device(args.device)
-    try:
-        method = cls.from_zoo(args.dataset, device=device)
-    except (ValueError, KeyError) as e:  # e.g. a method without zoo models for this data set
-        raise UsageError(f"{args.method} on --dataset {args.dataset!r}: {e.args[0] if e.args else e}") from None
-    data = load_dataset(args.dataset, args.split)
-    n = min(args.n or len(data), len(data))
-    clf = zoo.load(f"{args.dataset}/cnn", device=device)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tensors_dir = out.with_suffix("")
-    if args.save_images:
-        tensors_dir.mkdir(parents=True, exist_ok=True)
-    done = 0
-    with open(out, "w") as f, tqdm(total=n, desc=args.method, unit="cf") as bar:
-        for start in range(0, n, args.batch_size):
-            x = data.x[start:min(start + args.batch_size, n)]
-            with torch.no_grad():
-                target = clf(x.to(device)).topk(2, dim=1).indices[:, 1].cpu()
-            res = method.explain(x, target, **knobs)
-            for i in range(len(res)):
-                row = {"index": start + i, "label": int(data.y[start + i]), "pred": int(res.pred[i]),
-                       "target": int(res.target[i]), "pred_cf": int(res.pred_cf[i]),
-                       "success": bool(res.success[i]), "target_prob": float(res.target_prob[i]),
-                       "l1": float((res.x_cf[i] - res.x[i]).abs().mean()),
-                       "steps": None if res.steps is None else int(res.steps[i]),
-                       "nonfinite": bool(res.meta["nonfinite"][i]) if "nonfinite" in res.meta else False}
-                f.write(json.dumps(row) + "\n")
-            if args.save_images:
-                from safetensors.torch import save_file
-
-                save_file({"x_cf": res.x_cf.contiguous(), "target": res.target.contiguous()},
-                          str(tensors_dir / f"batch_{start:06d}.safetensors"))
-            f.flush()
-            done += len(res)
-            bar.update(len(res))
-    print(f"wrote {done} rows to {out}")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file; give a folder (the run writes chunks and a "
+                         f"manifest there).")
+    try:
+        path = explain_dataset(args.method, args.dataset, target, split=args.split,
+                               batch_size=args.batch_size, n=args.n or None, out=out,
+                               device=args.device, seed=args.seed, progress=True, **knobs)
+    except MixedRunError as e:
+        raise UsageError(str(e)) from None
+    except RunBusyError as e:
+        print(f"cfwidgets explain: error: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # e.g. a method without zoo models for this data set, a class >= K
+        raise UsageError(f"{args.method} on --dataset {args.dataset!r}: {e.args[0] if e.args else e}") from None
+    res = load_results(path)
+    done = res.explained
+    print(f"{len(res)} rows in {path} ({int(res.success[done].sum())}/{int(done.sum())} reached "
+          f"their target, {int(res.skipped.sum())} skipped: already predicted as the target); "
+          f"read them with cfwidgets.batch.load_results({str(path)!r})")
     return 0
+
+
+def _parse_target(text: str):
+    """``--target``: a rule name or a class index."""
+    from .batch import TARGET_RULES
+
+    if text in TARGET_RULES:
+        return text
+    if text.isdigit():
+        return int(text)
+    raise UsageError(f"--target must be one of {', '.join(TARGET_RULES)} or a class index (e.g. 3), "
+                     f"got {text!r}.")
 
 
 # -------------------------------------------------------------------------- bench
@@ -334,15 +326,18 @@ def main(argv: list[str] | None = None) -> int:
     zb.add_argument("--device", default="auto")
     z.set_defaults(fn=_zoo)
 
-    e = sub.add_parser("explain", help="explain a whole data set split, one JSON line per query")
+    e = sub.add_parser("explain", help="explain a data set split in batches streamed to a folder "
+                                       "(a rerun resumes an interrupted run)")
     e.add_argument("--method", default="wachter")
     e.add_argument("--dataset", default="mnist")
     e.add_argument("--split", default="test")
+    e.add_argument("--target", default="next",
+                   help="next ((label + 1) mod K) | random | runner-up | a class index")
     e.add_argument("--n", type=int, default=0, help="first n items (0 = all)")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--knobs", default="", help='JSON of knob overrides, e.g. \'{"steps": 200}\'')
-    e.add_argument("--out", default="cfwidgets-results.jsonl")
-    e.add_argument("--save-images", action="store_true", help="also save x_cf tensors (safetensors)")
+    e.add_argument("--seed", type=int, default=0, help="run seed (batch i is seeded from it and i)")
+    e.add_argument("--out", default="cfwidgets-results", help="output folder (chunks + manifest)")
     e.add_argument("--device", default="auto")
     e.set_defaults(fn=_explain)
 

@@ -1,4 +1,4 @@
-"""The command line: demo report, zoo listing/info, batch explain."""
+"""The command line: demo report, zoo listing/info (batch explain: test_batch.py)."""
 
 from __future__ import annotations
 
@@ -56,12 +56,4 @@ def test_zoo_list_and_info(capsys):
     assert info["metrics"]["test_accuracy"] >= 0.95
 
 
-def test_batch_explain_streams_jsonl(tmp_path):
-    out = tmp_path / "res.jsonl"
-    rc = main(["explain", "--n", "10", "--batch-size", "4", "--knobs", '{"steps": 100}',
-               "--out", str(out), "--device", "cpu", "--save-images"])
-    assert rc == 0
-    lines = [json.loads(s) for s in out.read_text().splitlines()]
-    assert [r["index"] for r in lines] == list(range(10))
-    assert sum(r["success"] for r in lines) >= 8
-    assert len(list((tmp_path / "res").glob("*.safetensors"))) == 3
+# `cfwidgets explain` (chunks, resume, refusals): tests/test_batch.py
