@@ -1,7 +1,7 @@
 """Every quality figure the README states, regenerated in one run, each with its judge and
 sample size named (figures only; nothing is asserted: the tests assert the bars).
 
-    python benchmarks/figures.py [--n 40] [--kinds runner-up,far,random] [--text-n 64]
+    python benchmarks/figures.py [--n 40] [--kinds runner-up,far,random,next] [--text-n 64]
                                  [--methods wachter,flow,vae,gan,gci,gci-locked,aip,aip-locked]
                                  [--out benchmarks/results/figures.json] [--no-text]
 
@@ -10,10 +10,13 @@ each with a target of every kind:
 
 - ``runner-up``: the explained CNN's second most likely class (the nearest decision);
 - ``far``: ``(label + 3) mod 10`` (a class the digit is not near);
-- ``random``: a seeded random class other than the CNN's prediction.
+- ``random``: a seeded random class other than the CNN's prediction;
+- ``next``: ``(label + 1) mod 10`` (the rule a reviewer used on issue 11).
 
 Per method and target kind: validity (the explained CNN, ``mnist/cnn``, by definition),
-oracle agreement (``mnist/oracle``: an MLP of another seed that no method steers with),
+oracle agreement (``mnist/oracle``: an MLP of another seed that no method steers with) and
+``external`` agreement (the CNN that ships in ``digit-recognizer-py``, a model this project
+did not train; where that package is missing the column is left out),
 the median bits/dim of the counterfactuals and of the queries under ``mnist/flow`` (scored
 alike: 8-bit grid, dequantised; the flow arm steers with this flow, so read its figure as
 its own view), the tangent fraction (``mnist/vae-judge``, which no method uses), and for
@@ -50,6 +53,9 @@ def _targets(clf, x, y, kind: str, seed: int = 0):
     if kind == "far":
         t = (y + 3) % 10
         return torch.where(t == pred, (t + 1) % 10, t)
+    if kind == "next":
+        t = (y + 1) % 10
+        return torch.where(t == pred, (t + 1) % 10, t)
     if kind == "random":
         g = torch.Generator().manual_seed(seed)
         return (pred + torch.randint(1, 10, (len(x),), generator=g)) % 10
@@ -61,7 +67,7 @@ def image_figures(n: int, kinds, arms, device: str = "cpu") -> list[dict]:
     from cfwidgets.data import load_mnist
     from cfwidgets.methods import AIP, GCI, Wachter
     from cfwidgets.methods.diffeomorphic import DiffeomorphicCounterfactual
-    from cfwidgets.metrics import evaluate
+    from cfwidgets.metrics import evaluate, oracle_agreement
     from cfwidgets.metrics.manifold import bits_per_dim_query, manifold_metrics
 
     def load(name):
@@ -71,7 +77,17 @@ def image_figures(n: int, kinds, arms, device: str = "cpu") -> list[dict]:
     judge_vae, cvae = load("mnist/vae-judge"), load("mnist/cvae")
     te = load_mnist("test").subset(n, seed=0)
     x, y = te.x.to(device), torch.as_tensor(te.y).to(device)
-    extra = manifold_metrics(flow, judge_vae)
+    extra = dict(manifold_metrics(flow, judge_vae))
+    try:  # a classifier trained elsewhere, as a second judge
+        external = zoo.load_external("digit-recognizer", device=device)
+
+        def ext(r):
+            return oracle_agreement(r, external)
+
+        ext.judge = "digit-recognizer-py (external)"
+        extra["external"] = ext
+    except (ImportError, OSError, FileNotFoundError) as e:
+        print(f"no external judge: {e}")
     cfg = DiffeomorphicCounterfactual.Config()
     lock = {"attribute_weights": {"digit": 100.0}}
 
@@ -132,7 +148,7 @@ def text_figures(n: int) -> list[dict]:
 
 
 def _fmt(row: dict) -> str:
-    keys = ("target_kind", "arm", "n", "validity", "oracle", "bpd_cf", "bpd_query", "tangent",
+    keys = ("target_kind", "arm", "n", "validity", "oracle", "external", "bpd_cf", "bpd_query", "tangent",
             "class_code_changed", "unstable", "flip_rate", "judge_agreement", "ppl_ratio",
             "edit_distance", "share_raw_decodes", "seconds")
     parts = []
@@ -146,7 +162,7 @@ def _fmt(row: dict) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=40)
-    ap.add_argument("--kinds", default="runner-up,far,random")
+    ap.add_argument("--kinds", default="runner-up,far,random,next")
     ap.add_argument("--methods", default=",".join(IMAGE_ARMS))
     ap.add_argument("--text-n", type=int, default=64)
     ap.add_argument("--no-text", action="store_true")
