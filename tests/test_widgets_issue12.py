@@ -103,6 +103,11 @@ def test_loss_chart_and_status_count_the_same_steps():
     assert len(res.losses["loss"]) == used + 1  # losses of steps 0 .. used
     assert f">step {used}</text>" in w.loss_view.value  # the x axis ends at that step
     assert f"{used + 1} steps" not in w.loss_view.value
+    # a run that uses its whole budget: the chart ends at the budget too
+    w.set_knobs(steps=5, lr=1e-4, confidence=0.9999)
+    res = w.run(block=True)
+    assert not bool(res.success[0]) and "in 5 steps" in w.status.value
+    assert ">step 5</text>" in w.loss_view.value
 
 
 def test_target_change_empties_the_progress_bar():

@@ -357,7 +357,7 @@ class TextCounterfactualWidget(AttributeWeights, CounterfactualWidget):
         stopped = " (stopped)" if result.stopped else ""
         self.show_text(result.x_cf[0], result.probs_cf[0], caption=stopped)
         self._set_trajectory(result)
-        self.loss.show(result.losses)
+        self.loss.show(result.losses, self.loss_steps(result))
         with _quiet_transformers():
             self.metrics = self.compute_metrics(result)
         self.metrics_panel.show(self.metrics, stopped=result.stopped)
