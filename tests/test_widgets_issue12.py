@@ -284,6 +284,16 @@ def test_attribute_numbers_agree_after_a_run(attr_widget):
     assert f"p(target) {p}" in w.walk_label.value
     if not bool(res.success[0]):
         assert f"p(target) {p}" in w.after_label.value
+    # the front end echoes the what-if values rounded to its slider steps: not a what-if
+    shown = w.after_image.value
+    for c in w.whatif_controls.values():
+        if isinstance(c, W.FloatSlider):
+            c.value = round(c.value / c.step) * c.step
+    assert "what-if" not in w.after_label.value and w.after_image.value == shown
+    # a real move of a slider is one
+    name, c = next((n, c) for n, c in w.whatif_controls.items() if isinstance(c, W.FloatSlider))
+    c.value = c.min if c.value > (c.min + c.max) / 2 else c.max
+    assert "what-if" in w.after_label.value
 
 
 # ------------------------------------------------------- diffeomorphic widget

@@ -109,6 +109,8 @@ def test_widget_walk(notebook, frontend, request, browser_page, widget_driver, a
     assert "done" in status, status
     pred = widget.locator(".cfw-pred").last
     assert pred.count() == 1
+    after_text = widget.locator(".cfw-after-label, div.cfw-after").first.inner_text()
+    assert "what-if" not in after_text and "step" not in after_text, after_text  # the final result
     # the numbers: the status's step count is the loss chart's last step
     steps = int(status.split(" in ")[1].split(" steps")[0])
     assert f"step {steps}" in widget.locator(".cfw-loss-view").inner_text()
