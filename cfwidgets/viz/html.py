@@ -194,7 +194,7 @@ def result_html(result, max_rows: int = 8, scale: int = 4) -> str:
 
 TEXT_CSS = """
 <style>
-.cfw-diff{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;font-size:13px;line-height:1.6;text-align:left}
+.cfw-diff{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;font-size:13px;line-height:1.6;text-align:left;white-space:normal}
 .cfw-diff del{background:#ffebe9;color:#82071e;text-decoration:line-through;padding:0 2px;border-radius:2px}
 .cfw-diff ins{background:#dafbe1;color:#116329;text-decoration:none;font-weight:600;padding:0 2px;border-radius:2px}
 </style>
