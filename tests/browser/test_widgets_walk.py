@@ -77,7 +77,8 @@ def test_widget_walk(notebook, frontend, request, browser_page, widget_driver, a
 
     # no horizontal overflow; Run and the after view on one screen with the widget's top
     box = widget.bounding_box()
-    wide = widget.evaluate("""w => { const right = w.getBoundingClientRect().right + 1; const out = [];
+    wide = widget.evaluate("""w => { const area = w.closest('.jp-OutputArea-output') || w.parentElement;
+        const right = Math.min(area.getBoundingClientRect().right, window.innerWidth) + 1; const out = [];
         w.querySelectorAll('*').forEach(e => { const r = e.getBoundingClientRect();
             if (r.width > 0 && r.right > right) out.push(e.className.toString().slice(0, 60) + ' ' + Math.round(r.right - right)); });
         return out.slice(0, 8); }""")
