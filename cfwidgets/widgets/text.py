@@ -98,7 +98,7 @@ def candidates_html(result: CounterfactualResult, row: int = 0) -> str:
                         f"<td style='white-space:nowrap'>{vh.fmt(c['p_target'], '%')}</td>"
                         f"<td style='white-space:nowrap'>{c['edit_distance']} ({vh.fmt(c['edit_norm'], '%')})</td>"
                         f"<td>{ppl}</td><td style='white-space:nowrap'>{nw}</td>"
-                        f"<td>{html.escape(str(c.get('kind', '')))}</td></tr>")
+                        f"<td style='white-space:nowrap'>{html.escape(str(c.get('kind', '')))}</td></tr>")
         return (f"{vh.TEXT_CSS}<div style='font-size:12px;margin:4px 0;white-space:normal;line-height:1.35'>"
                 f"<b>candidates</b>, valid first (ranked by "
                 f"{html.escape(str(result.meta.get('ranked_by', '')))})</div>"
