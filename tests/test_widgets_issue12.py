@@ -103,6 +103,11 @@ def test_loss_chart_and_status_count_the_same_steps():
     assert len(res.losses["loss"]) == used + 1  # losses of steps 0 .. used
     assert f">step {used}</text>" in w.loss_view.value  # the x axis ends at that step
     assert f"{used + 1} steps" not in w.loss_view.value
+    # a run that uses its whole budget: the chart ends at the budget too
+    w.set_knobs(steps=5, lr=1e-4, confidence=0.9999)
+    res = w.run(block=True)
+    assert not bool(res.success[0]) and "in 5 steps" in w.status.value
+    assert ">step 5</text>" in w.loss_view.value
 
 
 def test_target_change_empties_the_progress_bar():
@@ -279,6 +284,16 @@ def test_attribute_numbers_agree_after_a_run(attr_widget):
     assert f"p(target) {p}" in w.walk_label.value
     if not bool(res.success[0]):
         assert f"p(target) {p}" in w.after_label.value
+    # the front end echoes the what-if values rounded to its slider steps: not a what-if
+    shown = w.after_image.value
+    for c in w.whatif_controls.values():
+        if isinstance(c, W.FloatSlider):
+            c.value = round(c.value / c.step) * c.step
+    assert "what-if" not in w.after_label.value and w.after_image.value == shown
+    # a real move of a slider is one
+    name, c = next((n, c) for n, c in w.whatif_controls.items() if isinstance(c, W.FloatSlider))
+    c.value = c.min if c.value > (c.min + c.max) / 2 else c.max
+    assert "what-if" in w.after_label.value
 
 
 # ------------------------------------------------------- diffeomorphic widget

@@ -194,7 +194,7 @@ def result_html(result, max_rows: int = 8, scale: int = 4) -> str:
 
 TEXT_CSS = """
 <style>
-.cfw-diff{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;font-size:13px;line-height:1.6;text-align:left}
+.cfw-diff{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;font-size:13px;line-height:1.6;text-align:left;white-space:normal}
 .cfw-diff del{background:#ffebe9;color:#82071e;text-decoration:line-through;padding:0 2px;border-radius:2px}
 .cfw-diff ins{background:#dafbe1;color:#116329;text-decoration:none;font-weight:600;padding:0 2px;border-radius:2px}
 </style>
@@ -417,8 +417,8 @@ def loss_svg(losses: Mapping[str, Sequence[float]], width: int = 260, height: in
                   f"fill='#8c959f'>{fmt(g_hi)}</text><text x='{pad_l + pw}' y='{pad_t + ph - 2}' "
                   f"font-size='9' text-anchor='end' fill='#8c959f'>{fmt(g_lo)}</text>")
     mark = ""
-    if marker is not None and x0 <= float(marker) <= x1:
-        xm = px(marker)
+    if marker is not None:  # a snapshot before the first recorded loss: the left edge
+        xm = px(min(max(float(marker), x0), x1))
         mark = (f"<line class='cfw-marker' x1='{xm:.1f}' y1='{pad_t - 2}' x2='{xm:.1f}' "
                 f"y2='{pad_t + ph}' stroke='#bf8700' stroke-width='1.5' stroke-dasharray='3,2'/>")
     leg = f"<text x='{pad_l}' y='25' font-size='10'>{'  '.join(legend)}</text>"

@@ -78,6 +78,7 @@ class AttributeWidget(AttributeWeights, CounterfactualWidget):
         self._z0: Tensor | None = None
         self._a0: Tensor | None = None
         self._whatif_base: tuple[Tensor, Tensor] | None = None
+        self._whatif_set: dict[str, float] = {}  # the values the widget itself set last
         super().__init__(self._methods[method], data, **kwargs)
 
     @classmethod
@@ -274,6 +275,7 @@ class AttributeWidget(AttributeWeights, CounterfactualWidget):
                     w.value = int(v)
                 else:
                     w.value = min(max(v, w.min), w.max)
+                self._whatif_set[name] = w.value
         finally:
             self._quiet = False
 
@@ -321,8 +323,16 @@ class AttributeWidget(AttributeWeights, CounterfactualWidget):
         self.whatif_info.value = self._whatif_text(probs)
         return x, probs
 
-    def _on_whatif(self, _change) -> None:
+    def _on_whatif(self, change) -> None:
         if self._quiet or self.running or self._whatif_base is None:
+            return
+        # the front end rounds a value the kernel set to its slider's step and sends it
+        # back: that echo is not the person moving the slider
+        w = change["owner"]
+        name = next((n for n, c in self.whatif_controls.items() if c is w), None)
+        set_v = self._whatif_set.get(name)
+        step = getattr(w, "step", None)
+        if set_v is not None and step and abs(float(change["new"]) - float(set_v)) <= float(step) * 0.51:
             return
         self._guard(self.what_if)
 

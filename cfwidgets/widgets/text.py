@@ -95,14 +95,16 @@ def candidates_html(result: CounterfactualResult, row: int = 0) -> str:
                               f"step {c.get('step', '')}")
             body.append(f"<tr><td title='{tip}'>{pos + 1}</td><td style='text-align:left;"
                         f"white-space:normal'>{vh.word_diff_html(src, c['text'])}{times}</td><td>{ok}</td>"
-                        f"<td>{vh.fmt(c['p_target'], '%')}</td><td>{c['edit_distance']} "
-                        f"({vh.fmt(c['edit_norm'], '%')})</td><td>{ppl}</td><td>{nw}</td>"
-                        f"<td>{html.escape(str(c.get('kind', '')))}</td></tr>")
-        return (f"{vh.TEXT_CSS}<div style='font-size:12px;margin:4px 0'><b>candidates</b>, valid "
-                f"first ({html.escape(str(result.meta.get('ranked_by', '')))})</div>"
-                f"<div class='cfw-candidates-box' style='max-width:100%;overflow-x:auto'>"
-                f"<table class='cfw-table' style='font-size:12px;width:100%'>{head}{''.join(body)}"
-                f"</table></div>")
+                        f"<td style='white-space:nowrap'>{vh.fmt(c['p_target'], '%')}</td>"
+                        f"<td style='white-space:nowrap'>{c['edit_distance']} ({vh.fmt(c['edit_norm'], '%')})</td>"
+                        f"<td>{ppl}</td><td style='white-space:nowrap'>{nw}</td>"
+                        f"<td style='white-space:nowrap'>{html.escape(str(c.get('kind', '')))}</td></tr>")
+        return (f"{vh.TEXT_CSS}<div style='font-size:12px;margin:4px 0;white-space:normal;line-height:1.35'>"
+                f"<b>candidates</b>, valid first (ranked by "
+                f"{html.escape(str(result.meta.get('ranked_by', '')))})</div>"
+                f"<div class='cfw-candidates-box' style='max-width:100%;overflow-x:auto;white-space:normal'>"
+                f"<table class='cfw-table' style='font-size:12px;width:100%;line-height:1.35'>{head}"
+                f"{''.join(body)}</table></div>")
     flips = result.meta.get("per_row_flips")
     if flips is not None:
         items = "".join(f"<li><del>{html.escape(f['from'])}</del> &rarr; <ins>{html.escape(f['to'])}</ins>"
@@ -309,7 +311,7 @@ class TextCounterfactualWidget(AttributeWeights, CounterfactualWidget):
         self._make_path_probs_loss("Scrub through the hard decodes along the optimisation path.",
                                    self._on_text_scrub, probs_min_height="80px",
                                    metrics_render=text_metrics_html)
-        self.candidates_view = W.HTML("", layout=W.Layout(width="auto"))
+        self.candidates_view = W.HTML("", layout=W.Layout(width="auto", max_width="100%", overflow="auto"))
         self.candidates_view.add_class("cfw-candidates")
         row = W.HBox([self.probs_view, self.loss_view], layout=W.Layout(align_items="flex-start"))
         return [self.style_html, self.before_view, self.after_view, self.trajectory_row, row,
@@ -357,7 +359,7 @@ class TextCounterfactualWidget(AttributeWeights, CounterfactualWidget):
         stopped = " (stopped)" if result.stopped else ""
         self.show_text(result.x_cf[0], result.probs_cf[0], caption=stopped)
         self._set_trajectory(result)
-        self.loss.show(result.losses)
+        self.loss.show(result.losses, self.loss_steps(result))
         with _quiet_transformers():
             self.metrics = self.compute_metrics(result)
         self.metrics_panel.show(self.metrics, stopped=result.stopped)

@@ -34,8 +34,7 @@ def header_html(title: str, paper: str | None = None, intro: str | None = None) 
     one line for the person using it."""
     out = f"<div style='font-size:15px;font-weight:600;line-height:1.3'>{html.escape(title)}</div>"
     if paper:
-        out += (f"<div class='cfw-paper' style='font-size:11px;color:#57606a;white-space:nowrap;"
-                f"overflow:hidden;text-overflow:ellipsis' title='{html.escape(paper)}'>"
+        out += (f"<div class='cfw-paper' style='font-size:11px;color:#57606a;line-height:1.3'>"
                 f"{html.escape(paper)}</div>")
     if intro:
         out += f"<div class='cfw-intro' style='font-size:13px;margin:2px 0 4px 0'>{html.escape(intro)}</div>"

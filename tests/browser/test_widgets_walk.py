@@ -77,7 +77,8 @@ def test_widget_walk(notebook, frontend, request, browser_page, widget_driver, a
 
     # no horizontal overflow; Run and the after view on one screen with the widget's top
     box = widget.bounding_box()
-    wide = widget.evaluate("""w => { const right = w.getBoundingClientRect().right + 1; const out = [];
+    wide = widget.evaluate("""w => { const area = w.closest('.jp-OutputArea-output') || w.parentElement;
+        const right = Math.min(area.getBoundingClientRect().right, window.innerWidth) + 1; const out = [];
         w.querySelectorAll('*').forEach(e => { const r = e.getBoundingClientRect();
             if (r.width > 0 && r.right > right) out.push(e.className.toString().slice(0, 60) + ' ' + Math.round(r.right - right)); });
         return out.slice(0, 8); }""")
@@ -109,6 +110,8 @@ def test_widget_walk(notebook, frontend, request, browser_page, widget_driver, a
     assert "done" in status, status
     pred = widget.locator(".cfw-pred").last
     assert pred.count() == 1
+    after_text = widget.locator(".cfw-after-label, div.cfw-after").first.inner_text()
+    assert "what-if" not in after_text and "step" not in after_text, after_text  # the final result
     # the numbers: the status's step count is the loss chart's last step
     steps = int(status.split(" in ")[1].split(" steps")[0])
     assert f"step {steps}" in widget.locator(".cfw-loss-view").inner_text()
