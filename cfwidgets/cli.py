@@ -136,10 +136,14 @@ def _demo(args: argparse.Namespace) -> int:
         (out / f"{name}.json").write_text(json.dumps(res.to_dict(), indent=1))
     bar.close()
 
-    table = format_table(rows, "html")
+    from .viz.html import table_html
+
+    # one table style for people in the report (worded headings, 3 significant figures,
+    # shares as %, a box that scrolls sideways instead of widening the page)
+    table = table_html(rows)
     if text_rows:
-        table += "<p>Text methods (review sentences, target = the other label):</p>" + format_table(
-            text_rows, "html")
+        table += "<p>Text methods (review sentences, target = the other label):</p>" + table_html(
+            text_rows)
     intro = (
         f"<p>{args.n} held-out {args.dataset} images, target = each image's runner-up class. "
         f"Classifier <code>{args.dataset}/cnn</code> (test accuracy "

@@ -13,7 +13,9 @@ def test_demo_writes_a_self_contained_report(tmp_path, capsys):
     assert rc == 0
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 9  # before / after / difference x 3
-    assert "Wachter" in page and "validity" in page and "im1" in page
+    # the report's table is for people: worded headings, shares as % (issue 12)
+    assert "Wachter" in page and "<th>valid</th>" in page and "<th>IM1</th>" in page
+    assert "<th>oracle agrees</th>" in page and " %</td>" in page
     rows = json.loads((out / "metrics.json").read_text())
     assert rows[0]["n"] == 3 and rows[0]["validity"] >= 2 / 3
     assert (out / "wachter.png").stat().st_size > 500
@@ -38,7 +40,8 @@ def test_demo_explains_review_sentences(tmp_path, capsys):
     assert all(t != p for t, p in zip(per_row["target"], per_row["pred"], strict=True))
     assert per_row["x_cf"] != per_row["x"]
     page = (out / "report.html").read_text()
-    assert "HotFlip" in page and "flip_rate" in page and "not run" not in page
+    assert "HotFlip" in page and "<th>flipped</th>" in page and "not run" not in page
+    assert "<th>flip_rate</th>" not in page
 
 
 def test_demo_rejects_unknown_method(tmp_path, capsys):

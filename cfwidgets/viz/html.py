@@ -468,10 +468,11 @@ HEADINGS = {"validity": "valid", "flip_rate": "flipped", "target_prob": "p(targe
             "edit_distance": "word edits", "edit_distance_norm": "edits / length", "bleu": "BLEU",
             "ppl_ratio": "perplexity ratio", "similarity": "MiniLM cosine",
             "time_per_sentence_s": "time per sentence", "repetition_cf": "repeated bigrams",
-            "nonword_rate_cf": "unknown words"}
+            "nonword_rate_cf": "unknown words", "judge_agreement": "judge agrees",
+            "tangent": "tangent fraction", "bpd_cf": "bits/dim"}
 _UNITS = {"validity": "%", "flip_rate": "%", "target_prob": "%", "sparsity": "%", "oracle": "%",
           "time_per_cf_s": "s", "time_s": "s", "time_per_sentence_s": "s", "repetition_cf": "%",
-          "nonword_rate_cf": "%", "edit_distance_norm": "%"}
+          "nonword_rate_cf": "%", "edit_distance_norm": "%", "judge_agreement": "%"}
 
 
 def table_html(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None) -> str:
