@@ -227,7 +227,8 @@ def _translator_fingerprint(dataset: str):
 def _make(dataset: str):
     def make(cfg: dict) -> Translator:
         return Translator((1, 28, 28), _classes(dataset), width=int(cfg["width"]),
-                          blocks=int(cfg["blocks"]), residual=bool(cfg.get("residual", True)))
+                          blocks=int(cfg["blocks"]), residual=bool(cfg.get("residual", True)),
+                          upsample=str(cfg.get("upsample", "transposed")))
     return make
 
 
@@ -235,12 +236,21 @@ def _make(dataset: str):
 AUTHORS = {"gp_weight": 10.0, "id_weight": 100.0, "rec_weight": 0.0, "cls_weight": 1000.0,
            "g_lr": 2e-5, "d_lr": 1e-4, "beta1": 0.9, "beta2": 0.999}
 
-_BASE = dict(AUTHORS, width=16, blocks=3, residual=True, critic_width=32, batch_size=64, n_train=None,
-             n_eval=200, threads=2)
+# Measured on MNIST (2 shared CPU cores, residual translator, batch 64):
+# - the authors' learning rates (lr_scale 1): after 120 steps the batch success was 0.12
+#   and the class term still 4.2 (it was 0.22 at lr_scale 10): too slow for a budget of a
+#   few hundred steps, hence lr_scale 10 (generator 2e-4, critic 1e-3; the 1:5 ratio kept);
+# - self-consistency weight 100 at lr_scale 10: the class term won and the mean L1 change
+#   settled at 0.24 (a digit's ink covers ~0.13 of the image: the translations were
+#   repainted images, not edits). The authors' flag note for this weight says "Current
+#   Best = 1000"; the shipped recipes use that value.
+_BASE = dict(AUTHORS, id_weight=1000.0, width=16, blocks=3, residual=True, upsample="nearest",
+             critic_width=32,
+             batch_size=64, n_train=None, n_eval=200, threads=1)
 
-for _ds, _steps, _scale, _gate, _jgate in (("mnist", 1500, 10.0, 0.9, 0.5),
-                                            ("fashion", 1500, 10.0, 0.9, 0.5),
-                                            ("shapes", 1500, 10.0, 0.9, 0.5)):
+for _ds, _steps, _scale, _gate, _jgate in (("mnist", 600, 10.0, 0.9, 0.5),
+                                            ("fashion", 600, 10.0, 0.9, 0.5),
+                                            ("shapes", 600, 10.0, 0.9, 0.5)):
     register(Recipe(
         name=f"{_ds}/ganmex",
         version=1,
