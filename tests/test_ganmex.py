@@ -158,12 +158,15 @@ def test_every_method_runs_and_leaves_the_model_alone(method):
     m = _method("mnist")
     x, c, t, _ = _sample("mnist", 3)
     before = {k: v.clone() for k, v in m.classifier.state_dict().items()}
+    inplace = [mod.inplace for mod in m.classifier.modules() if hasattr(mod, "inplace")]
+    assert any(inplace), "the zoo CNN has in-place ReLUs (DeepLIFT must work on a copy)"
     a = attribute(m.classifier, x, t, baseline="ganmex", translator=m, method=method,
                   n_steps=16, n_samples=8)
     assert a.shape == x.shape and torch.isfinite(a).all() and a.abs().sum() > 0
     for k, v in m.classifier.state_dict().items():
         assert torch.equal(v, before[k])
-    assert all(mod.inplace for mod in m.classifier.modules() if hasattr(mod, "inplace")) or True
+    assert [mod.inplace for mod in m.classifier.modules() if hasattr(mod, "inplace")] == inplace
+    assert not m.classifier.training and all(p.requires_grad for p in m.classifier.parameters())
 
 
 # ----------------------------------------------------------------- evaluations
