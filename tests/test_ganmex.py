@@ -46,7 +46,7 @@ def _sample(dataset: str, n: int = 12):
 
 
 # ------------------------------------------------------------------ the translators
-@pytest.mark.parametrize("dataset", ["mnist"])
+@pytest.mark.parametrize("dataset", ["mnist", "fashion", "shapes"])
 def test_translator_sends_held_out_images_to_the_requested_class(dataset):
     """Measured now on held-out images, every other class as the target: >= 90 % go where
     asked (judged by the classifier) and the independent judge agrees with most of them."""
