@@ -33,6 +33,11 @@ translations the classifier assigns to the requested class (``success``, gated >
 share an independent judge assigns to it (``judge_agreement``: ``<ds>/oracle``, an MLP of
 another seed; for shapes the factor regressor ``shapes/factors``, trained on fresh
 renders), and the mean L1 change.
+
+Shipped (600 steps at batch 64, 1 thread on 2 shared cores): mnist success 1.00, judge
+0.85, mean L1 0.11 (6.6 min); fashion 1.00, 0.58, 0.16 (17 min; blob-like edits, the
+weakest); shapes 1.00, 0.68, 0.08 (8.7 min; it erases outlines and draws target strokes
+rather than redrawing the shape in place).
 """
 
 from __future__ import annotations
@@ -119,9 +124,19 @@ def _other_class(y: Tensor, k: int, g: torch.Generator) -> Tensor:
 
 
 def train_translator(model: Translator, cfg: dict, ctx: TrainContext, dataset: str) -> dict:
+    """Train ``model`` against the frozen ``<dataset>/cnn`` (see the module docstring) with
+    at most ``cfg["threads"]`` CPU threads (the caller's setting is restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(int(cfg.get("threads", 2)), before)))
+    try:
+        return _train(model, cfg, ctx, dataset)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(model: Translator, cfg: dict, ctx: TrainContext, dataset: str) -> dict:
     from .. import load
 
-    torch.set_num_threads(max(1, min(int(cfg.get("threads", 2)), torch.get_num_threads())))
     dev = ctx.device
     clf = load(f"{dataset}/cnn", device=dev, progress=ctx.progress).eval()
     for p in clf.parameters():
@@ -174,8 +189,8 @@ def train_translator(model: Translator, cfg: dict, ctx: TrainContext, dataset: s
                 acc = float((clf(fake).argmax(1) == t).float().mean())
             history.append([step + 1, round(float(d_loss.detach()), 4), round(float(ident.detach()), 4),
                             round(float(cls.detach()), 4), round(acc, 3), round(time.perf_counter() - t0, 1)])
-            ctx.say(f"step {step + 1}/{steps} W {-float(d_loss):.3f} L1 {float(ident):.4f} "
-                    f"CE {float(cls):.4f} batch success {acc:.2f} ({time.perf_counter() - t0:.0f} s)")
+            ctx.say(f"step {step + 1}/{steps} W {-history[-1][1]:.3f} L1 {history[-1][2]:.4f} "
+                    f"CE {history[-1][3]:.4f} batch success {acc:.2f} ({time.perf_counter() - t0:.0f} s)")
     seconds = time.perf_counter() - t0
     model.eval()
     critic.eval()
