@@ -156,3 +156,18 @@ def _diffeomorphic(generator: str, **fast) -> Callable[[], Case]:
 CASES["diffeomorphic-flow"] = _diffeomorphic("flow")
 CASES["diffeomorphic-vae"] = _diffeomorphic("vae", confidence=0.9)
 CASES["diffeomorphic-gan"] = _diffeomorphic("gan", confidence=0.9, gan_inversion_steps=20)
+
+
+def _ganmex() -> Case:
+    """GANMEX with the shipped MNIST translator; 8 points on the path to G(x, t) so the
+    callback test has steps to stop at (the result is the translation, one forward pass)."""
+    from cfwidgets import zoo
+    from cfwidgets.methods.ganmex import GANMEX
+
+    clf = zoo.load("mnist/cnn", device="cpu", progress=False)
+    tr = zoo.load("mnist/ganmex", device="cpu", progress=False)
+    x, t = mnist_queries()
+    return Case(GANMEX(clf, tr), x, t, fast={"steps": 8}, batch_rtol=0.01, classifier=clf)
+
+
+CASES["ganmex"] = _ganmex

@@ -24,6 +24,7 @@ _OPTIONAL = [
     ("diffeomorphic", "DiffeomorphicCounterfactual"),
     ("hotflip", "HotFlip"),
     ("aip_text", "AIPText"),
+    ("ganmex", "GANMEX"),
 ]
 
 for _mod, _cls in _OPTIONAL:

@@ -63,6 +63,7 @@ RECIPE_MODULES = [
     "cfwidgets.zoo.recipes.attributes",
     "cfwidgets.zoo.recipes.generative",
     "cfwidgets.zoo.recipes.text",
+    "cfwidgets.zoo.recipes.ganmex",
 ]
 
 _RECIPES: dict[str, Recipe] = {}

@@ -1,0 +1,293 @@
+"""GANMEX (Shih, Tien & Karnin, ICML 2021): the shipped translators, the method, the
+one-vs-one attributions and the paper's evaluations."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pytest
+import torch
+
+pytest.importorskip("captum")
+
+from cfwidgets import zoo  # noqa: E402
+from cfwidgets.attribution import (  # noqa: E402
+    attribute,
+    cascading_randomisation,
+    make_baseline,
+    mass_in_region,
+    perturbation_curves,
+    perturbation_scores,
+    shapes_difference_region,
+    spearman,
+    ssim,
+)
+from cfwidgets.data import load_dataset  # noqa: E402
+from cfwidgets.methods.ganmex import GANMEX  # noqa: E402
+from cfwidgets.zoo.recipes.ganmex import judge_for, translation_report  # noqa: E402
+
+
+@cache
+def _method(dataset: str) -> GANMEX:
+    return GANMEX.from_zoo(dataset, device="cpu")
+
+
+@cache
+def _sample(dataset: str, n: int = 12):
+    """``n`` held-out images spread over the classes, each with its runner-up class as the
+    target (the most similar other class: the one-vs-one question)."""
+    te = load_dataset(dataset, "test")
+    idx = torch.linspace(0, len(te) - 1, n).long()
+    x = te.x[idx]
+    clf = _method(dataset).classifier
+    with torch.no_grad():
+        top = clf(x).topk(2, 1).indices
+    return x, top[:, 0], top[:, 1], idx
+
+
+# ------------------------------------------------------------------ the translators
+@pytest.mark.parametrize("dataset", ["mnist", "fashion", "shapes"])
+def test_translator_sends_held_out_images_to_the_requested_class(dataset):
+    """Measured now on held-out images, every other class as the target: >= 90 % go where
+    asked (judged by the classifier) and the independent judge agrees with most of them."""
+    m = _method(dataset)
+    te = load_dataset(dataset, "test")
+    x = te.x[torch.linspace(0, len(te) - 1, 60).long()]
+    judge, _ = judge_for(dataset)
+    rep = translation_report(m.translator, m.classifier, judge, x)
+    assert rep["n_translations"] == 60 * (m.translator.num_classes - 1)
+    assert rep["success"] >= 0.9, rep
+    assert rep["judge_agreement"] > 0.5, rep
+    # the recorded figures are the ones measured at training time, on more images
+    meta = m.translator.zoo_meta["metrics"]
+    assert meta["success"] >= 0.9 and meta["judge_agreement"] > 0.5
+
+
+def test_untrained_translator_is_the_identity_and_fails():
+    """The reference point of the success gate: a fresh (residual) translator returns x,
+    which the classifier keeps in its class (success ~ 0)."""
+    recipe = zoo.get_recipe("mnist/ganmex")
+    fresh = recipe.make_model(recipe.config).eval()
+    x, _, t, _ = _sample("mnist")
+    with torch.no_grad():
+        assert torch.allclose(fresh(x, t), x)
+    rep = translation_report(fresh, _method("mnist").classifier, None, x)
+    assert rep["success"] < 0.05
+
+
+def test_explain_returns_the_translation_and_the_path():
+    m = _method("mnist")
+    x, c, t, _ = _sample("mnist")
+    res = m.explain(x, t)
+    with torch.no_grad():
+        expected = m.translator(x, t).clamp(0, 1)
+    assert torch.allclose(res.x_cf, expected, atol=1e-6)
+    assert res.trajectory.shape[0] == 1 and res.steps.tolist() == [1] * len(x)
+    walk = m.explain(x, t, steps=4)
+    assert torch.allclose(walk.x_cf, expected, atol=1e-6)
+    assert torch.allclose(walk.trajectory[1], x + 0.5 * (expected - x), atol=1e-6)
+    assert walk.meta["path_alphas"] == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_mismatched_translator_is_refused():
+    m = _method("mnist")
+    shapes_clf = zoo.load("shapes/cnn", device="cpu", progress=False)
+    with pytest.raises(ValueError, match="classes"):
+        GANMEX(shapes_clf, m.translator)
+    with pytest.raises(TypeError, match="nn.Module"):
+        GANMEX(m.classifier, lambda x, t: x)
+
+
+# ----------------------------------------------------------------- attributions
+def test_integrated_gradients_completeness_for_the_logit_difference():
+    """IG explains f_c - f_t: the map sums to its change between the baseline and x."""
+    m = _method("mnist")
+    x, c, t, _ = _sample("mnist")
+    a, b = attribute(m.classifier, x, t, baseline="ganmex", translator=m, n_steps=128,
+                     return_baseline=True)
+    assert a.shape == x.shape and b.shape == (len(x), 1) + x.shape[1:]
+    with torch.no_grad():
+        lx, lb = m.classifier(x), m.classifier(b[:, 0])
+
+    def diff(logits):
+        return logits.gather(1, c[:, None])[:, 0] - logits.gather(1, t[:, None])[:, 0]
+
+    delta = diff(lx) - diff(lb)
+    assert torch.allclose(a.flatten(1).sum(1), delta, rtol=0.05, atol=0.05), (a.flatten(1).sum(1), delta)
+    assert bool((delta > 0).all()), "the GANMEX baseline must favour t over c"
+
+
+def test_baselines_shapes_and_choices():
+    m = _method("mnist")
+    x, c, t, _ = _sample("mnist", 4)
+    for kind in ("zero", "blur", "noise", "train_mean", "mdts", "eg", "ganmex"):
+        b = make_baseline(kind, m.classifier, x, t, translator=m)
+        assert b.ndim == 5 and b.shape[0] == 4 and b.shape[2:] == x.shape[1:], kind
+        assert float(b.min()) >= 0 and float(b.max()) <= 1, kind
+    tr = load_dataset("mnist", "train")
+    mdts = make_baseline("mdts", m.classifier, x, t)[:, 0]
+    for i in range(4):  # the nearest training image of the target class
+        pool = tr.x[tr.y == t[i]]
+        d = (pool - x[i]).flatten(1).norm(dim=1)
+        assert torch.equal(mdts[i], pool[d.argmin()])
+    eg = make_baseline("eg", m.classifier, x, t, eg_samples=5)
+    assert eg.shape[1] == 5
+    blur = make_baseline("blur", m.classifier, x, t)[:, 0]
+    assert (blur - x).abs().mean() > 0.05 and abs(float(blur.mean() - x.mean())) < 0.02
+
+
+def test_attribute_rejects_bad_input_clearly():
+    m = _method("mnist")
+    x, c, t, _ = _sample("mnist", 2)
+    with pytest.raises(ValueError, match="needs translator"):
+        attribute(m.classifier, x, t, baseline="ganmex")
+    with pytest.raises(ValueError, match="unknown baseline"):
+        attribute(m.classifier, x, t, baseline="median")
+    with pytest.raises(ValueError, match="unknown attribution method"):
+        attribute(m.classifier, x, t, baseline="zero", method="lime")
+    with pytest.raises(ValueError, match="two different classes"):
+        attribute(m.classifier, x, c, baseline="zero")
+    with pytest.raises(ValueError, match="baseline tensor"):
+        attribute(m.classifier, x, t, baseline=torch.zeros(3, 1, 5, 5))
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        attribute(m.classifier, x[0], t[:1], baseline="zero")
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "deeplift", "occlusion", "gradient_shap"])
+def test_every_method_runs_and_leaves_the_model_alone(method):
+    m = _method("mnist")
+    x, c, t, _ = _sample("mnist", 3)
+    before = {k: v.clone() for k, v in m.classifier.state_dict().items()}
+    inplace = [mod.inplace for mod in m.classifier.modules() if hasattr(mod, "inplace")]
+    assert any(inplace), "the zoo CNN has in-place ReLUs (DeepLIFT must work on a copy)"
+    a = attribute(m.classifier, x, t, baseline="ganmex", translator=m, method=method,
+                  n_steps=16, n_samples=8)
+    assert a.shape == x.shape and torch.isfinite(a).all() and a.abs().sum() > 0
+    for k, v in m.classifier.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert [mod.inplace for mod in m.classifier.modules() if hasattr(mod, "inplace")] == inplace
+    assert not m.classifier.training and all(p.requires_grad for p in m.classifier.parameters())
+
+
+# ----------------------------------------------------------------- evaluations
+def test_perturbation_curve_endpoints():
+    """k = 0 is x, k = 100 % is the baseline (deletion); insertion runs the other way."""
+    m = _method("mnist")
+    x, c, t, _ = _sample("mnist", 4)
+    a, b = attribute(m.classifier, x, t, baseline="ganmex", translator=m, n_steps=16,
+                     return_baseline=True)
+    cur = perturbation_curves(m.classifier, x, a, b, t, c, steps=10)
+    with torch.no_grad():
+        px, pb = m.classifier(x).softmax(-1), m.classifier(b[:, 0]).softmax(-1)
+    assert torch.allclose(cur["p_source"][:, 0], px.gather(1, c[:, None])[:, 0], atol=1e-5)
+    assert torch.allclose(cur["p_target"][:, -1], pb.gather(1, t[:, None])[:, 0], atol=1e-5)
+    ins = perturbation_curves(m.classifier, x, a, b, t, c, steps=10, mode="insertion")
+    assert torch.allclose(ins["p_source"][:, -1], cur["p_source"][:, 0], atol=1e-5)
+    assert cur["fractions"].shape == (11,) and bool((cur["auc_target"] <= 1).all())
+
+
+def _scores(dataset: str, baseline: str, method: str = "integrated_gradients"):
+    m = _method(dataset)
+    x, c, t, _ = _sample(dataset)
+    a, b = attribute(m.classifier, x, t, baseline=baseline, translator=m, method=method,
+                     n_steps=32, return_baseline=True)
+    return perturbation_scores(m.classifier, x, a, b, t, c, steps=20)
+
+
+def test_ganmex_baseline_beats_zero_and_blur_on_perturbation():
+    """The paper's headline on a fixed sample (12 held-out digits, each against its
+    runner-up class): replacing the top-ranked pixels by the baseline's flips the decision
+    to t sooner with the GANMEX baseline (larger area under p_t) than with zero or blur,
+    and putting x's top pixels back into the baseline restores c sooner."""
+    g, z, bl = _scores("mnist", "ganmex"), _scores("mnist", "zero"), _scores("mnist", "blur")
+    for other in (z, bl):
+        assert g["deletion_auc_target"] > other["deletion_auc_target"] + 0.05, (g, other)
+        assert g["insertion_auc_source"] > other["insertion_auc_source"], (g, other)
+
+
+def test_randomisation_changes_the_maps():
+    """Cascading randomisation: from the first stage (output layer re-initialised) on, the
+    GANMEX-baseline map of the randomised model no longer agrees in sign with the trained
+    model's and its SSIM falls well below 1; the user's classifier is untouched. (The
+    absolute maps keep a rank correlation near 1 over all pixels: x - G(x, t) is the same
+    for every model; see cascading_randomisation.)"""
+    m = _method("mnist")
+    x, c, t, _ = _sample("mnist", 6)
+    b = make_baseline("ganmex", m.classifier, x, t, translator=m)  # fixed: the trained translator
+    before = {k: v.clone() for k, v in m.classifier.state_dict().items()}
+
+    def explain(model):
+        return attribute(model, x, t, baseline=b, source=c, n_steps=16)
+
+    stages = cascading_randomisation(m.classifier, explain)
+    assert [s["layer"] for s in stages] == ["out", "head.1", "trunk.4", "trunk.0"]
+    for s in stages:
+        assert float(s["spearman_signed"].mean()) < 0.5, s
+        assert float(s["ssim"].mean()) < 0.8, s
+        assert float(s["spearman_abs_support"].mean()) < 0.9, s
+    for k, v in m.classifier.state_dict().items():
+        assert torch.equal(v, before[k])
+    same = explain(m.classifier)
+    assert float(spearman(same, same).min()) > 0.999 and float(ssim(same.abs(), same.abs()).min()) > 0.999
+
+
+def test_spearman_and_ssim_match_reference_implementations():
+    from scipy.stats import spearmanr
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 1, 12, 12, generator=g)
+    b = a + 0.7 * torch.randn(3, 1, 12, 12, generator=g)
+    b[0, 0, :4] = 0.0  # ties
+    a[0, 0, :3] = 0.0
+    ours = spearman(a, b)
+    for i in range(3):
+        ref = spearmanr(a[i].flatten().numpy(), b[i].flatten().numpy()).statistic
+        assert abs(float(ours[i]) - ref) < 1e-5
+    skimage = pytest.importorskip("skimage.metrics")
+    u, v = a.sigmoid(), b.sigmoid()
+    for i in range(3):
+        ref = skimage.structural_similarity(u[i, 0].double().numpy(), v[i, 0].double().numpy(),
+                                            data_range=1.0)
+        assert abs(float(ssim(u[i:i + 1], v[i:i + 1])) - ref) < 1e-4
+
+
+def test_mass_in_region_counts_absolute_mass():
+    a = torch.zeros(2, 1, 4, 4)
+    a[0, 0, 0, 0], a[0, 0, 3, 3] = 3.0, -1.0
+    region = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+    region[:, 0, 0, 0] = True
+    share = mass_in_region(a, region)
+    assert torch.allclose(share, torch.tensor([0.75, 0.0]))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured, not reproduced here: on 48 test shapes (IG) the zero baseline puts 0.98 of "
+    "the map's mass inside the region and GANMEX 0.75. Two shapes of the same factors share "
+    "almost no ink, so the region holds nearly all of x's outline, where a zero-baseline map "
+    "lives; the 600-step shapes translator erases outlines and draws target strokes "
+    "elsewhere instead of redrawing the shape in place. strict: flags a translator that "
+    "starts to pass."))
+def test_shapes_mass_in_the_class_defining_region():
+    """Ground truth on the synthetic shapes: the pixels where this shape and the target
+    shape with the same factors differ. The paper's expectation: the GANMEX baseline puts
+    more of the map there than the zero baseline."""
+    if "shapes/ganmex" not in zoo.recipes():
+        pytest.skip("no shapes translator")
+    try:
+        m = GANMEX(zoo.load("shapes/cnn", device="cpu", progress=False),
+                   zoo.load("shapes/ganmex", device="cpu", train=False, progress=False))
+    except zoo.ZooError:
+        pytest.skip("shapes/ganmex not shipped")
+    te = load_dataset("shapes", "test")
+    idx = torch.arange(48)
+    x, y, f = te.x[idx], te.y[idx], te.extra["factors"][idx]
+    with torch.no_grad():
+        keep = m.classifier(x).argmax(1) == y
+    x, y, f = x[keep], y[keep], f[keep]
+    t = (y + 1) % 4
+    region = shapes_difference_region(y, f, t)
+    shares = {}
+    for baseline in ("ganmex", "zero"):
+        a = attribute(m.classifier, x, t, baseline=baseline, translator=m, n_steps=32)
+        shares[baseline] = float(mass_in_region(a, region).mean())
+    assert shares["ganmex"] > shares["zero"] + 0.05, shares
