@@ -419,3 +419,27 @@ def test_extension_hooks():
     assert w.wait(30) is not None
     assert during == [True]
     assert not w.strength.disabled  # and unlocked after the run
+
+
+class _TurnsNaN(Tiny):
+    """Returns NaN logits from the 5th call with gradients on (mid-run)."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        if torch.is_grad_enabled() and self.calls >= 5:
+            return out * float("nan")
+        return out
+
+
+def test_a_row_halted_by_the_nonfinite_guard_is_shown_as_such():
+    import warnings
+
+    w = make_widget(_TurnsNaN())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = w.run(block=True)
+    assert bool(res.meta["nonfinite"][0])
+    assert "cfw-nonfinite" in w.status.value and "NaN" in w.status.value
+    assert "did not reach" not in w.status.value
+    assert w.progress.bar_style == "danger"
+    assert torch.isfinite(res.x_cf).all()  # the last finite iterate, not NaN pixels

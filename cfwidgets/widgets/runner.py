@@ -288,6 +288,12 @@ class Runner:
                 self.set_status(f"<span class='cfw-stopped'>stopped at step {used}{after}: "
                                 f"partial result</span>", "warn")
                 self.progress.bar_style = "warning"
+            elif _nonfinite(res):
+                # the method's guard halted the row: say so instead of "did not reach"
+                self.progress.bar_style = "danger"
+                self.set_status(f"<span class='cfw-nonfinite'>halted at step {used}: the loss or "
+                                f"the model's output became NaN/inf; the last finite iterate is "
+                                f"shown</span>", "warn")
             else:
                 ok = bool(res.success[0])
                 self.progress.value = self.progress.max if ok else self.progress.value
@@ -301,3 +307,9 @@ class Runner:
             with self.lock:
                 self._running = False
             self._busy(False)
+
+
+def _nonfinite(res: CounterfactualResult) -> bool:
+    """True where the shown row (row 0) was halted by the non-finite guard."""
+    flags = res.meta.get("nonfinite")
+    return flags is not None and len(flags) > 0 and bool(flags[0])
