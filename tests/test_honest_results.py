@@ -155,3 +155,10 @@ def test_attribute_view_flags_a_flip_through_the_class_code():
     for i in range(len(x)):
         shown = "cfw-class-code-flag" in attribute_bars_html(res, i)
         assert shown == bool(flags[i]), i
+
+
+def test_the_metrics_line_names_the_oracle():
+    from cfwidgets.viz.html import metrics_html
+
+    line = metrics_html({"validity": 1.0, "oracle": 0.5, "judges": {"oracle": "mnist/oracle"}})
+    assert "oracle agrees" in line and "mnist/oracle" in line

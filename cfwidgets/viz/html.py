@@ -452,13 +452,20 @@ def metrics_html(row: Mapping[str, object], *, stopped: bool = False) -> str:
           tip="share of pixels whose value moved by more than 0.05 (of 1)"),
         f("im1", "IM1", tip="realism: lower = closer to the target class's data"),
         f("im2", "IM2", tip="realism: lower = better"),
-        f("oracle", "oracle agrees", "%"),
+        f("oracle", "oracle agrees", "%",
+          tip=f"share an independent classifier ({_judge(row, 'oracle')}) also reads as the target"),
         f("steps", "steps"),
         f("time_s", "time", "s"),
     ) if p]
     if stopped:
         parts.append("<span class='cfw-stopped'>stopped early (partial result)</span>")
     return f"<div class='cfw-metrics'>{' &middot; '.join(parts)}</div>"
+
+
+def _judge(row: Mapping[str, object], key: str) -> str:
+    """The model that produced ``row[key]`` (``row["judges"]`` of an evaluate row)."""
+    judges = row.get("judges")
+    return str(judges.get(key, "not named")) if isinstance(judges, Mapping) else "not named"
 
 
 #: column headings of :func:`table_html` (other keys: snake_case -> words)
