@@ -211,8 +211,8 @@ def test_straight_through_clip_matches_the_authors_code(clf, vae, pairs):
         def encode(self, x):
             return self.vae.encode(x)
 
-        def decode(self, z):  # pixel values in (1.0, 1.5): all clipped to 1
-            return 1.0 + 0.5 * self.vae.decode(z)
+        def decode(self, z):  # pixel values in (1.05, 1.55): all clipped to 1 (at exactly
+            return 1.05 + 0.5 * self.vae.decode(z)  # 1.0 clamp would still pass a gradient
 
     x, t = pairs
     m = DiffeomorphicCounterfactual(clf, Saturated(), kind="vae")
