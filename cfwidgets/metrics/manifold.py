@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from ..result import CounterfactualResult
+from .core import judge_name
 
 __all__ = [
     "bits_per_dim_cf",
@@ -159,15 +160,11 @@ def manifold_metrics(flow: nn.Module | None = None, vae: nn.Module | None = None
             return delta_bits_per_dim(r, flow)
 
         bpd.aggregate = dbpd.aggregate = "median"
-        from .core import judge_name
-
         bpd.judge = dbpd.judge = judge_name(flow)
         out["bpd_cf"], out["delta_bpd"] = bpd, dbpd
     if vae is not None:
         def tangent(r):
             return tangent_fraction(r, vae, reference=reference)
-
-        from .core import judge_name
 
         tangent.judge = judge_name(vae)
         out["tangent"] = tangent

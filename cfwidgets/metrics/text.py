@@ -44,6 +44,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .core import judge_name
+
 __all__ = [
     "words",
     "corpus_vocabulary",
@@ -314,18 +316,12 @@ def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_
         row["repetition_cf"] = float(repetition(cf).mean())
         row["nonword_rate_cf"] = float(nonword_rate(cf, src).mean())
     judges: dict[str, str] = {"flip_rate": "the explained classifier"
-                              if classifier is None else _judge_name(classifier)}
+                              if classifier is None else judge_name(classifier)}
     if fluency:
-        judges["ppl_ratio"] = judges["ppl_cf"] = _judge_name(lm) if lm is not None else "reviews/lm"
+        judges["ppl_ratio"] = judges["ppl_cf"] = judge_name(lm) if lm is not None else "reviews/lm"
     if judge is not None:
         row["judge_agreement"] = float(flip_rate(result, judge).mean())
-        judges["judge_agreement"] = _judge_name(judge)
+        judges["judge_agreement"] = judge_name(judge)
     row["time_per_sentence_s"] = float(result.meta.get("time_per_cf_s", math.nan))
     row["judges"] = judges
     return row
-
-
-def _judge_name(model) -> str:
-    from .core import judge_name
-
-    return judge_name(model)
