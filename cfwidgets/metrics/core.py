@@ -187,12 +187,7 @@ def evaluate(
         return rows
     out: dict = {"method": result.meta.get("title", result.method), "n": len(result)}
     medians = {k for k, fn in (extra or {}).items() if getattr(fn, "aggregate", "mean") == "median"}
-    # medians skip NaN rows (a figure a custom metric could not compute)
-    out.update({k: float(v.nanmedian() if k in medians else v.mean()) for k, v in rows.items()})
-    for k in medians:
-        n_nan = int(rows[k].isnan().sum())
-        if n_nan:
-            out[f"{k}_nan"] = n_nan
+    out.update({k: float(v.median() if k in medians else v.mean()) for k, v in rows.items()})
     # which model produced each judged figure, so a reader can check it is not the model
     # the method steered with (format_table leaves this column out)
     out["judges"] = judges
