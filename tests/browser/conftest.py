@@ -254,7 +254,9 @@ def voila_app(tmp_path_factory, browser_root):
     end of the test."""
     started: list[VoilaApp] = []
 
-    def start(name: str) -> VoilaApp:
+    def start(name: str, preheat: bool = False) -> VoilaApp:
+        """``preheat=True`` serves as README says for deployment: Voila runs the notebook
+        in a pooled kernel before anyone opens the page; returns once the pool is filled."""
         base = tmp_path_factory.mktemp("voila")
         env = jupyter_env(base)
         port = free_port()
@@ -262,18 +264,35 @@ def voila_app(tmp_path_factory, browser_root):
         voila = Path(sys.executable).with_name("voila")
         cmd = [str(voila) if voila.exists() else "voila", "--no-browser", f"--port={port}",
                "--Voila.ip=127.0.0.1", "--Voila.tornado_settings={'disable_check_xsrf': True}",
-               str(browser_root / name)]
+               *(VOILA_PREHEAT if preheat else ()), str(browser_root / name)]
         t0 = time.perf_counter()
         proc = _popen(cmd, env, browser_root, log)
         app = VoilaApp(f"http://127.0.0.1:{port}/", proc, log, 0.0)
         started.append(app)
         _wait_tcp(port, proc, log)  # a GET / would start a kernel: only wait for the port
+        if preheat:
+            _wait_log(log, "Kernel pool of", proc)
         app.start_s = time.perf_counter() - t0
         return app
 
     yield start
     for app in started:
         _stop(app.proc)
+
+
+# the flags README gives for serving the app (also in notebooks/voila.json)
+VOILA_PREHEAT = ("--preheat_kernel=True", "--pool_size=1")
+
+
+def _wait_log(log: Path, needle: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if needle in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    raise TimeoutError(f"{needle!r} not in the log after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 def _wait_tcp(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:

@@ -13,6 +13,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 APP = "app_wachter.ipynb"
 NEW_TARGET = "3"
 SECOND_TARGET = "2"
+PREHEAT_IDLE_S = 15.0
 
 
 def test_app_in_voila(voila_app, browser_page, widget_driver, artifacts):
@@ -39,4 +40,28 @@ def test_app_in_voila(voila_app, browser_page, widget_driver, artifacts):
                "second_click_to_final_view_s": res2["click_to_final_view_s"],
                "second_status": res2["after"]["status"]}
     (artifacts / "voila_timings.json").write_text(json.dumps(timings, indent=2))
+    print(timings)
+
+
+def test_app_in_voila_preheated(voila_app, browser_page, widget_driver, artifacts):
+    """Served as README says for deployment (``--preheat_kernel``): the notebook has run in a
+    pooled kernel before the page opens, so the first render does not wait for torch."""
+    app = voila_app(APP, preheat=True)
+    time.sleep(PREHEAT_IDLE_S)  # a deployed server has been up a while; let the pool's run end
+    page = browser_page
+    t0 = time.perf_counter()
+    page.goto(app.url, wait_until="domcontentloaded")
+    widget = page.locator(".cfw-widget").first
+    widget.wait_for(state="visible", timeout=120_000)
+    t_render = time.perf_counter() - t0
+    page.wait_for_function("() => /ready/.test(document.querySelector('.cfw-status').textContent)")
+    t_ready = time.perf_counter() - t0
+    res = widget_driver.run_for_target(page, widget, NEW_TARGET)
+    assert "done" in res["after"]["status"], res["after"]
+    assert res["after"]["pred"] == NEW_TARGET, res["after"]
+    page.screenshot(path=str(artifacts / "voila_app_preheated.png"), full_page=True)
+    timings = {"voila_start_to_pool_filled_s": app.start_s, "idle_before_open_s": PREHEAT_IDLE_S,
+               "page_to_widget_s": t_render, "page_to_ready_s": t_ready,
+               "first_click_to_final_view_s": res["click_to_final_view_s"]}
+    (artifacts / "voila_timings_preheated.json").write_text(json.dumps(timings, indent=2))
     print(timings)
