@@ -26,6 +26,12 @@ is. Each batch is seeded from ``(seed, chunk number)``, so a batch's result does
 depend on whether the batches before it ran in the same process. One process at a time
 may write a folder (a file lock).
 
+Where the batches run (``backend=``): ``"local"`` runs them one after another in this
+process; ``"ray"`` makes each batch a Ray task (Ray schedules them over the cluster's CPUs
+or GPUs and retries a task whose worker died, ``max_retries``) while this process stays
+the only writer: it stores each chunk as its task finishes. A chunk's content depends only
+on the method, the data rows and the chunk's seed, so both backends write the same rows.
+
 Targets (``target=``):
 
 - ``"next"``: ``(label + 1) mod K`` (needs labels);
@@ -62,6 +68,8 @@ __all__ = ["explain_dataset", "load_results", "DatasetResults", "MixedRunError",
 
 #: the named target rules (an int or a tensor of classes is also accepted)
 TARGET_RULES = ("next", "random", "runner-up")
+#: where the batches run (see ``explain_dataset(backend=...)``)
+BACKENDS = ("local", "ray")
 FORMAT = "cfwidgets-batch/1"
 MANIFEST = "manifest.json"
 _TMP = ".tmp"
@@ -138,6 +146,9 @@ def explain_dataset(
     seed: int = 0,
     progress: bool = True,
     on_chunk: Callable[[dict], Any] | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    max_retries: int = 3,
     **knobs: Any,
 ) -> Path:
     """Explain the first ``n`` rows of ``data`` batch by batch, streaming each finished
@@ -164,6 +175,14 @@ def explain_dataset(
         progress: show a progress bar (rows).
         on_chunk: called as ``on_chunk(info)`` after each chunk is safely on disk, with
             ``info = {"chunk", "rows": (start, stop), "path", "done", "total"}``.
+        backend: ``"local"`` (this process, batch after batch) or ``"ray"``: each batch is
+            a Ray task (one GPU per task when ``device`` is CUDA, else one CPU), scheduled and
+            retried by Ray (``max_retries`` on a lost worker); this process writes the chunks
+            as the tasks finish, so the store, its identity and the resume logic are the same
+            (a run started on one backend resumes on the other). Needs ``pip install ray``.
+        address: the Ray cluster to join (``"auto"``, ``"ray://host:10001"``); ``None``
+            joins the cluster this process is already connected to, or starts a local one.
+        max_retries: Ray's retries of a task whose worker died (ignored locally).
         **knobs: the method's knobs (e.g. ``steps=200``), the same for every batch.
 
     Returns:
@@ -176,8 +195,6 @@ def explain_dataset(
         res = load_results("runs/wachter")
         res.success[res.explained].float().mean()
     """
-    from safetensors.torch import save_file
-
     from ._utils import resolve_device
 
     _check_int("batch_size", batch_size, 1)
@@ -187,6 +204,13 @@ def explain_dataset(
         raise TypeError(f"seed must be an int, got {type(seed).__name__}.")
     if on_chunk is not None and not callable(on_chunk):
         raise TypeError(f"on_chunk must be callable, got {type(on_chunk).__name__}.")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}.")
+    if address is not None and backend != "ray":
+        raise ValueError(f"address={address!r} names a Ray cluster: pass backend='ray' with it.")
+    _check_int("max_retries", max_retries, 0)
+    if backend == "ray":
+        _import_ray()  # refuse before any work when Ray is missing
     x_all, y_all, data_desc = _resolve_data(data, split)
     total = x_all.shape[0] if n is None else min(n, x_all.shape[0])
     method = _resolve_method(method, data_desc, device)
@@ -220,29 +244,28 @@ def explain_dataset(
         chunks = [(i, s, min(s + batch_size, total)) for i, s in enumerate(range(0, total, batch_size))]
         bar = _bar(progress, total, sum(stop - start for i, start, stop in chunks if i in done),
                    method.name)
+        todo = [c for c in chunks if c[0] not in done]
+
+        def store(i: int, start: int, stop: int, cols: dict[str, Tensor], wall: float) -> None:
+            _store_chunk(out, manifest, i, start, stop, cols, wall)
+            done.add(i)
+            if bar is not None:
+                bar.update(stop - start)
+            if on_chunk is not None:
+                on_chunk({"chunk": i, "rows": (start, stop), "path": out / f"chunk-{i:06d}.safetensors",
+                          "done": len(done), "total": len(chunks)})
+
         try:
-            for i, start, stop in chunks:
-                if i in done:
-                    continue
-                t0 = time.perf_counter()
-                cols = _explain_chunk(method, x_all[start:stop], None if y_all is None else y_all[start:stop],
-                                      rule, start, _chunk_seed(seed, i), knobs)
-                path = out / f"chunk-{i:06d}.safetensors"
-                tmp = path.with_name(path.name + _TMP)
-                save_file(cols, str(tmp), metadata={"chunk": str(i), "rows": f"{start}:{stop}"})
-                _fsync(tmp)
-                os.replace(tmp, path)
-                manifest["chunks"] = [c for c in manifest["chunks"] if c["chunk"] != i] + [{
-                    "chunk": i, "file": path.name, "rows": [start, stop],
-                    "bytes": path.stat().st_size, "wall_s": round(time.perf_counter() - t0, 4)}]
-                manifest["chunks"].sort(key=lambda c: c["chunk"])
-                _write_json(out / MANIFEST, manifest)
-                done.add(i)
-                if bar is not None:
-                    bar.update(stop - start)
-                if on_chunk is not None:
-                    on_chunk({"chunk": i, "rows": (start, stop), "path": path,
-                              "done": len(done), "total": len(chunks)})
+            if backend == "ray":
+                _run_on_ray(method, x_all, y_all, rule, todo, seed, knobs, dev, address, max_retries,
+                            store)
+            else:
+                for i, start, stop in todo:
+                    t0 = time.perf_counter()
+                    cols = _explain_chunk(method, x_all[start:stop],
+                                          None if y_all is None else y_all[start:stop],
+                                          rule, start, _chunk_seed(seed, i), knobs)
+                    store(i, start, stop, cols, time.perf_counter() - t0)
         finally:
             if bar is not None:
                 bar.close()
@@ -257,6 +280,87 @@ def _check_int(name: str, value: Any, low: int) -> None:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}.")
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}.")
+
+
+def _store_chunk(out: Path, manifest: dict, i: int, start: int, stop: int,
+                 cols: dict[str, Tensor], wall: float) -> None:
+    """Write chunk ``i`` (temporary file, fsync, atomic rename), then list it in the
+    manifest the same way: a kill between the two leaves the chunk unlisted (redone)."""
+    from safetensors.torch import save_file
+
+    path = out / f"chunk-{i:06d}.safetensors"
+    tmp = path.with_name(path.name + _TMP)
+    save_file(cols, str(tmp), metadata={"chunk": str(i), "rows": f"{start}:{stop}"})
+    _fsync(tmp)
+    os.replace(tmp, path)
+    manifest["chunks"] = [c for c in manifest["chunks"] if c["chunk"] != i] + [{
+        "chunk": i, "file": path.name, "rows": [start, stop],
+        "bytes": path.stat().st_size, "wall_s": round(wall, 4)}]
+    manifest["chunks"].sort(key=lambda c: c["chunk"])
+    _write_json(out / MANIFEST, manifest)
+
+
+# ------------------------------------------------------------------------------ Ray
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("backend='ray' needs Ray: pip install 'cfwidgets[ray]' (or pip install "
+                          "ray), or use backend='local'.") from None
+    return ray
+
+
+def _ray_chunk(method, x: Tensor, y: Tensor | None, rule, start: int, seed: int, knobs: dict,
+               device_type: str) -> tuple[dict[str, Tensor], float]:
+    """A Ray task: one batch on the worker's device (Ray sets the worker's visible GPU)."""
+    if device_type == "cuda":
+        method.to("cuda")
+    t0 = time.perf_counter()
+    cols = _explain_chunk(method, x, y, rule, start, seed, knobs)
+    return cols, time.perf_counter() - t0
+
+
+def _run_on_ray(method, x_all: Tensor, y_all: Tensor | None, rule, todo: list, seed: int,
+                knobs: dict, dev: torch.device, address: str | None, max_retries: int,
+                store: Callable) -> None:
+    """Each batch of ``todo`` as a Ray task; results are stored as they arrive (any order:
+    the manifest lists chunks by number). At most twice the cluster's task slots are in
+    flight, so the object store holds a bounded number of batches."""
+    ray = _import_ray()
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    if not todo:
+        return
+    gpu = dev.type == "cuda"
+    slots = ray.cluster_resources().get("GPU" if gpu else "CPU", 1.0)
+    task = ray.remote(num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1,
+                      max_retries=max_retries)(_ray_chunk)
+    ref_method = ray.put(method.to("cpu") if gpu else method)  # CPU copy: the worker moves it
+    pending: dict[Any, tuple[int, int, int]] = {}
+    queue = list(todo)
+    limit = max(2, int(2 * slots))
+    try:
+        while queue or pending:
+            while queue and len(pending) < limit:
+                i, start, stop = queue.pop(0)
+                ref = task.remote(ref_method, x_all[start:stop],
+                                  None if y_all is None else y_all[start:stop], rule, start,
+                                  _chunk_seed(seed, i), knobs, dev.type)
+                pending[ref] = (i, start, stop)
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                i, start, stop = pending.pop(ref)
+                try:
+                    cols, wall = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:
+                    raise RuntimeError(f"batch {i} (rows {start}:{stop}) failed on Ray: "
+                                       f"{e.cause!r}") from e.cause
+                store(i, start, stop, cols, wall)
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+        if gpu:
+            method.to(dev)
 
 
 def _resolve_data(data: Any, split: str) -> tuple[Tensor, Tensor | None, dict]:

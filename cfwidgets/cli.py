@@ -266,7 +266,10 @@ def _explain(args: argparse.Namespace) -> int:
     try:
         path = explain_dataset(args.method, args.dataset, target, split=args.split,
                                batch_size=args.batch_size, n=args.n or None, out=out,
-                               device=args.device, seed=args.seed, progress=True, **knobs)
+                               device=args.device, seed=args.seed, progress=True,
+                               backend=args.backend, address=args.address, **knobs)
+    except ImportError as e:  # --backend ray without Ray installed
+        raise UsageError(str(e)) from None
     except MixedRunError as e:
         raise UsageError(str(e)) from None
     except RunBusyError as e:
@@ -343,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--seed", type=int, default=0, help="run seed (batch i is seeded from it and i)")
     e.add_argument("--out", default="cfwidgets-results", help="output folder (chunks + manifest)")
     e.add_argument("--device", default="auto")
+    e.add_argument("--backend", default="local", choices=["local", "ray"],
+                   help="local: batch after batch here; ray: one Ray task per batch")
+    e.add_argument("--address", default=None,
+                   help="with --backend ray: the cluster to join (auto, ray://host:10001)")
     e.set_defaults(fn=_explain)
 
     b = sub.add_parser("bench", help="time the Wachter method against a hand-written loop")
