@@ -247,7 +247,7 @@ def explain_dataset(
         todo = [c for c in chunks if c[0] not in done]
 
         def store(i: int, start: int, stop: int, cols: dict[str, Tensor], wall: float) -> None:
-            _store_chunk(out, manifest, i, start, stop, cols, wall)
+            _store_chunk(out, manifest, i, start, stop, cols, wall, backend)
             done.add(i)
             if bar is not None:
                 bar.update(stop - start)
@@ -283,7 +283,7 @@ def _check_int(name: str, value: Any, low: int) -> None:
 
 
 def _store_chunk(out: Path, manifest: dict, i: int, start: int, stop: int,
-                 cols: dict[str, Tensor], wall: float) -> None:
+                 cols: dict[str, Tensor], wall: float, backend: str) -> None:
     """Write chunk ``i`` (temporary file, fsync, atomic rename), then list it in the
     manifest the same way: a kill between the two leaves the chunk unlisted (redone)."""
     from safetensors.torch import save_file
@@ -295,7 +295,7 @@ def _store_chunk(out: Path, manifest: dict, i: int, start: int, stop: int,
     os.replace(tmp, path)
     manifest["chunks"] = [c for c in manifest["chunks"] if c["chunk"] != i] + [{
         "chunk": i, "file": path.name, "rows": [start, stop],
-        "bytes": path.stat().st_size, "wall_s": round(wall, 4)}]
+        "bytes": path.stat().st_size, "wall_s": round(wall, 4), "backend": backend}]
     manifest["chunks"].sort(key=lambda c: c["chunk"])
     _write_json(out / MANIFEST, manifest)
 

@@ -4,6 +4,7 @@ dies mid-batch is retried by Ray (``max_retries``) without a duplicated or missi
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -44,6 +45,11 @@ def _run(out, **kw):
     return explain_dataset(args.pop("method", "wachter"), "mnist", out=out, **args)
 
 
+def _backends(out) -> list[str]:
+    """Where each chunk of the folder was computed (the manifest records it)."""
+    return [c["backend"] for c in json.loads((Path(out) / "manifest.json").read_text())["chunks"]]
+
+
 def _assert_same_rows(a, b):
     assert len(a) == len(b) == a.meta["n"]
     for k in COLUMNS:
@@ -65,7 +71,7 @@ def reference(tmp_path_factory):
 def test_ray_run_equals_the_single_process_run(cluster, reference, tmp_path):
     out = _run(tmp_path / "ray", backend="ray")
     res = load_results(out)
-    assert res.complete and res.meta["chunks"] == 3
+    assert res.complete and res.meta["chunks"] == 3 and _backends(out) == ["ray"] * 3
     _assert_same_rows(reference, res)
     assert res.success[res.explained].any()  # the comparison is not between two empty runs
 
@@ -87,6 +93,7 @@ def test_a_local_run_resumes_on_ray(cluster, reference, tmp_path):
     redone: list[int] = []
     _run(out, backend="ray", on_chunk=lambda info: redone.append(info["chunk"]))
     assert sorted(redone) == [1, 2]  # chunk 0 is not recomputed
+    assert _backends(out) == ["local", "ray", "ray"]
     _assert_same_rows(reference, load_results(out))
 
 
@@ -139,3 +146,17 @@ def test_bad_backend_arguments_are_refused(tmp_path):
         _run(tmp_path / "b", address="auto")
     with pytest.raises(ValueError, match="max_retries must be >= 0"):
         _run(tmp_path / "c", backend="ray", max_retries=-1)
+
+
+def test_cli_backend_ray_joins_the_running_cluster(cluster, reference, tmp_path, capsys):
+    from cfwidgets.cli import main
+
+    out = tmp_path / "cli"
+    rc = main(["explain", "--method", "wachter", "--dataset", "mnist", "--target", "random",
+               "--n", "12", "--batch-size", "4", "--device", "cpu", "--knobs", '{"steps": 100}',
+               "--backend", "ray", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert _backends(out) == ["ray"] * 3
+    _assert_same_rows(reference, load_results(out))
+    rc = main(["explain", "--n", "4", "--address", "auto", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "backend='ray'" in capsys.readouterr().err
