@@ -37,7 +37,7 @@ def keras_cnn(w: dict, norm, softmax: bool):
     dense = [l for l in m.layers if isinstance(l, L.Dense)]
     convs[0].set_weights([w["trunk.0.weight"].transpose(2, 3, 1, 0)])
     convs[1].set_weights([w["trunk.4.weight"].transpose(2, 3, 1, 0)])
-    for layer, name in zip(bns, ("trunk.1", "trunk.5", "head.2")):
+    for layer, name in zip(bns, ("trunk.1", "trunk.5", "head.2"), strict=True):
         layer.set_weights([w[f"{name}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")])
     dense[0].set_weights([w["head.1.weight"].T, w["head.1.bias"]])
     dense[1].set_weights([w["out.weight"].T, w["out.bias"]])
