@@ -213,10 +213,10 @@ class Comparison:
 
     def rows(self, sort_by: str | None = None, descending: bool | None = None) -> list[dict]:
         """One metrics row per method that produced a result (``method`` = its title,
-        ``name`` = its registry name, ``time_s`` = wall seconds), sorted by ``sort_by``
+        ``time_s`` = wall seconds), sorted by ``sort_by``
         (default order: higher first where higher is better, see :data:`SORT_KEYS`); rows
         without the key go last."""
-        rows = [dict(c.row, name=c.name) for c in self.cells.values() if c.row is not None]
+        rows = [dict(c.row) for c in self.cells.values() if c.row is not None]
         if sort_by is None:
             return rows
         if not any(sort_by in r for r in rows) and sort_by not in SORT_KEYS:
@@ -248,16 +248,26 @@ def score(result: CounterfactualResult, judges: Judges | None) -> dict:
         from ..metrics.text import evaluate_text
 
         row = evaluate_text(result, lm=j.lm, judge=j.judge, similarity_model=False,
-                            fluency=j.lm is not None, degeneration=False)
+                            fluency=j.lm is not None)
     else:
         row = evaluate(result, autoencoders=j.autoencoders, oracle=j.oracle)
     row["time_s"] = float(result.meta.get("wall_time_s", float("nan")))
     return row
 
 
+def _zoo_name(model) -> str | None:
+    meta = getattr(model, "zoo_meta", None)
+    return str(meta["name"]) if isinstance(meta, dict) and meta.get("name") else None
+
+
 def _steered_by(method: CounterfactualMethod, judges: Judges) -> list[str]:
-    own = {id(m) for m in method.modules().values()}
-    return [judge_name(m) for m in judges.models() if id(m) in own]
+    """The judges that are one of ``method``'s own models (the same object, or the same
+    zoo model loaded twice)."""
+    mods = list(method.modules().values())
+    own_ids = {id(m) for m in mods}
+    own_names = {n for n in map(_zoo_name, mods) if n}
+    return [judge_name(j) for j in judges.models()
+            if id(j) in own_ids or (_zoo_name(j) is not None and _zoo_name(j) in own_names)]
 
 
 StepHook = Callable[[str, int, StepState], None]

@@ -494,8 +494,7 @@ def table_html(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | No
         for r in rows:
             cols += [k for k in r if k not in cols and not isinstance(r[k], (list, tuple, dict))]
     words = {**HEADINGS, **(headings or {})}
-    head = "".join(f"<th data-key='{html.escape(c)}'>{html.escape(words.get(c, c.replace('_', ' ')))}</th>"
-                   for c in cols)
+    head = "".join(f"<th>{html.escape(words.get(c, c.replace('_', ' ')))}</th>" for c in cols)
     body = []
     for r in rows:
         cells = []
