@@ -336,15 +336,18 @@ def run_comparison(
             return stop.is_set()
 
         try:
-            steered = _steered_by(method, judges)
-            if steered:
-                raise ValueError(f"{name} steers with {steered}, which also judge it: pass judges "
-                                 f"that are independent of the method's models.")
+            # a judge the method steers with (e.g. AIP-text ranks its candidates with the
+            # fluency LM) does not score it: its figures are left out of this row
+            mine = _steered_by(method, judges)
+            own_judges = Judges(**{f: (None if m is not None and judge_name(m) in mine else m)
+                                   for f, m in vars(judges).items()})
             knobs_ = {**cell.overrides, **dict((overrides or {}).get(name, {}))}
             res = method.explain(x, comp.target, callback=cb, generator=seed, **knobs_)
             cell.result = res
-            cell.row = score(res, judges)
+            cell.row = score(res, own_judges)
             cell.row["method"] = cell.title
+            if mine:
+                cell.row["not_judged_by"] = mine
             cell.status = "stopped" if res.stopped else "done"
         except Exception as e:  # noqa: BLE001 - kept in the cell; the others run on
             cell.status = "failed"

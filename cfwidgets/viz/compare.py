@@ -83,7 +83,12 @@ def cell_html(comp, name: str, scale: int = 3, row: int = 0) -> str:
         body = (f"{img_tag(xc, scale, alt=f'{c.title}: counterfactual')} "
                 f"{img_tag(diff_rgb(x, xc, vmax), scale, alt=f'{c.title}: difference')}"
                 f"<div class='cfw-legend'>difference &plusmn;{vmax:g}</div>")
-    return f"{title}{body}<div>{verdict} &middot; {fmt(c.time_s, 's')}</div>"
+    note = ""
+    if c.row and c.row.get("not_judged_by"):
+        left = ", ".join(map(str, c.row["not_judged_by"]))
+        note = (f"<div class='cfw-legend'>not judged by {html.escape(left)}: the method "
+                f"steers with it</div>")
+    return f"{title}{body}<div>{verdict} &middot; {fmt(c.time_s, 's')}</div>{note}"
 
 
 def comparison_html(comp, sort_by: str | None = None, scale: int = 3) -> str:

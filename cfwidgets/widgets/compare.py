@@ -436,7 +436,11 @@ class CompareWidget(W.VBox):
         key = self.sort_dropdown.value or None
         if key is not None and not any(key in r for r in self.comparison.rows()):
             key = None
-        self.table.value = metrics_table_html(self.comparison, key, self.sort_desc.value if key else None)
+        desc = None
+        if key is not None:  # "best first": descending where higher is better
+            better_high = SORT_KEYS.get(key, True)
+            desc = better_high if self.sort_desc.value else not better_high
+        self.table.value = metrics_table_html(self.comparison, key, desc)
 
     def sort(self, key: str | None, best_first: bool = True) -> None:
         """Sort the table by metric ``key`` (``None``: method order)."""
