@@ -20,8 +20,8 @@ __all__ = ["IMAGE_COLUMNS", "TEXT_COLUMNS", "cell_html", "comparison_html", "com
            "judged_headings", "metrics_table_html"]
 
 #: the table's columns, in order (those a row lacks are left out)
-IMAGE_COLUMNS = ("method", "validity", "target_prob", "l1", "l2", "sparsity", "im1", "im2",
-                 "oracle", "steps", "time_s")
+IMAGE_COLUMNS = ("method", "validity", "target_prob", "l1", "sparsity", "im1", "oracle", "steps",
+                 "time_s")
 TEXT_COLUMNS = ("method", "flip_rate", "target_prob", "edit_distance", "bleu", "judge_agreement",
                 "ppl_ratio", "time_s")
 
@@ -37,6 +37,7 @@ CELL_CSS = """
 .cfw-ccell{border:1px solid #d0d7de;border-radius:6px;padding:6px 8px;background:#fff;min-width:150px}
 .cfw-ccell img{image-rendering:pixelated;image-rendering:crisp-edges}
 .cfw-ccell .cfw-ctitle{font-weight:600;font-size:13px}
+.cfw-comparison .cfw-table td,.cfw-compare-table .cfw-table td{white-space:nowrap;overflow-wrap:normal}
 .cfw-cerror{color:#82071e;background:#ffebe9;border:1px solid #cf222e;border-radius:4px;padding:2px 6px;max-width:22em;overflow-wrap:anywhere}
 </style>
 """
@@ -57,38 +58,41 @@ def metrics_table_html(comp, sort_by: str | None = None, descending: bool | None
     return table_html(rows, cols, headings=judged_headings(comp.judges))
 
 
-def cell_html(comp, name: str, scale: int = 3, row: int = 0) -> str:
-    """One method's cell: title, status, the after image and its difference map (text: the
-    word diff), or its error."""
+def cell_html(comp, name: str, scale: int = 3, row: int = 0, *, title: bool = True) -> str:
+    """One method's cell: title (``title=False``: left out, for a widget that shows it
+    itself), the after image beside its difference map (text: the word diff), the verdict,
+    p(target), time and the difference map's range; or its error."""
     c = comp.cells[name]
-    title = f"<div class='cfw-ctitle'>{html.escape(c.title)}</div>"
+    head = f"<div class='cfw-ctitle'>{html.escape(c.title)}</div>" if title else ""
     res = c.result
     if c.status == "failed":
-        return (f"{title}<div class='cfw-cerror cfw-cell-error'>failed: {html.escape(str(c.error))}</div>")
+        return f"{head}<div class='cfw-cerror cfw-cell-error'>failed: {html.escape(str(c.error))}</div>"
     if res is None:
-        return f"{title}<div class='cfw-legend'>{html.escape(c.status)}</div>"
+        return f"{head}<div class='cfw-legend'>{html.escape(c.status)}</div>"
     ok = bool(res.success[row])
     names = comp.class_names
     k = int(res.pred_cf[row])
     label = names[k] if names and k < len(names) else str(k)
-    verdict = (f"<span class='{'cfw-ok' if ok else 'cfw-bad'}'>{'&#10003;' if ok else '&#10007;'} "
-               f"{html.escape(label)}</span> p(target) {fmt(float(res.target_prob[row]), '%')}")
-    if c.status == "stopped":
-        verdict += " <span class='cfw-stopped'>stopped</span>"
+    parts = [f"<span class='{'cfw-ok' if ok else 'cfw-bad'}'>{'&#10003;' if ok else '&#10007;'} "
+             f"{html.escape(label)}</span>",
+             f"p(target) {fmt(float(res.target_prob[row]), '%')}", fmt(c.time_s, "s")]
     if res.is_text:
         body = f"<div style='max-width:24em'>{word_diff_html(res.x[row], res.x_cf[row])}</div>"
     else:
         x, xc = res.x[row], res.x_cf[row]
         vmax = diff_range((x[None], xc[None]))
-        body = (f"{img_tag(xc, scale, alt=f'{c.title}: counterfactual')} "
-                f"{img_tag(diff_rgb(x, xc, vmax), scale, alt=f'{c.title}: difference')}"
-                f"<div class='cfw-legend'>difference &plusmn;{vmax:g}</div>")
+        body = (f"<div style='white-space:nowrap'>{img_tag(xc, scale, alt=f'{c.title}: counterfactual')}"
+                f"&nbsp;{img_tag(diff_rgb(x, xc, vmax), scale, alt=f'{c.title}: difference')}</div>")
+        parts.append(f"<span title='difference map range (red = added, blue = removed)'>"
+                     f"&Delta; &plusmn;{vmax:g}</span>")
+    if c.status == "stopped":
+        parts.append("<span class='cfw-stopped'>stopped</span>")
     note = ""
     if c.row and c.row.get("not_judged_by"):
         left = ", ".join(map(str, c.row["not_judged_by"]))
         note = (f"<div class='cfw-legend'>not judged by {html.escape(left)}: the method "
                 f"steers with it</div>")
-    return f"{title}{body}<div>{verdict} &middot; {fmt(c.time_s, 's')}</div>{note}"
+    return f"{head}{body}<div style='line-height:1.4'>{' &middot; '.join(parts)}</div>{note}"
 
 
 def comparison_html(comp, sort_by: str | None = None, scale: int = 3) -> str:

@@ -91,8 +91,8 @@ class _CellView:
     def __init__(self, cell: Cell, on_open) -> None:
         self.name = cell.name
         self.title = W.HTML(f"<b>{html.escape(cell.title)}</b>")
-        self.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="150px"))
-        self.status = W.HTML("", layout=W.Layout(width="170px"))
+        self.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="180px", height="14px"))
+        self.status = W.HTML("", layout=W.Layout(width="185px"))
         self.status.add_class("cfw-cell-status")
         self.body = W.HTML("")
         self.body.add_class("cfw-cell-body")
@@ -103,7 +103,7 @@ class _CellView:
         self.open.on_click(lambda _b: on_open(self.name))
         self.box = W.VBox([self.title, self.progress, self.status, self.body, self.open],
                           layout=W.Layout(border="1px solid #d0d7de", padding="4px 6px",
-                                          margin="0 6px 6px 0", width="186px", min_height="120px"))
+                                          margin="0 6px 6px 0", width="200px", min_height="120px"))
         self.box.add_class("cfw-cell")
         self.box.add_class(f"cfw-cell-{cell.name}")
         self._last = 0.0
@@ -350,12 +350,16 @@ class CompareWidget(W.VBox):
         controls += [self.input_info, self.target_dropdown, self.budget_box,
                      W.HBox([self.run_button, self.stop_button]), self.status]
         self.grid = W.Box([], layout=W.Layout(display="flex", flex_flow="row wrap",
-                                              align_items="flex-start", flex="1 1 0%", min_width="400px"))
+                                              align_items="flex-start", width="100%"))
         self.grid.add_class("cfw-compare-grid")
+        # basis 0 and grow: the grid takes the width beside the controls (as the views of
+        # CounterfactualWidget do)
+        grid_panel = W.VBox([self.grid], layout=W.Layout(flex="1 1 0%", min_width="420px",
+                                                         width="calc(100% - 380px)"))
         sort_opts = [("(method order)", "")] + [(vh.HEADINGS.get(k, k.replace("_", " ")), k)
                                                  for k in SORT_KEYS]
         self.sort_dropdown = W.Dropdown(options=sort_opts, value="", description="sort by",
-                                        style=style, layout=W.Layout(width="260px"))
+                                        style=style, layout=W.Layout(width="330px"))
         self.sort_dropdown.add_class("cfw-sort")
         self.sort_desc = W.ToggleButton(value=True, description="best first", icon="sort",
                                         tooltip="best first (higher validity / oracle, lower L1 / "
@@ -368,7 +372,7 @@ class CompareWidget(W.VBox):
         self.detail.add_class("cfw-compare-detail")
         self.style_html = W.HTML(vh.CSS + vh.TEXT_CSS + CELL_CSS, layout=W.Layout(display="none"))
         panel = W.VBox(controls, layout=W.Layout(width="356px", min_width="356px", margin="0 12px 0 0"))
-        body = W.HBox([panel, self.grid], layout=W.Layout(width="100%", flex_flow="row wrap",
+        body = W.HBox([panel, grid_panel], layout=W.Layout(width="100%", flex_flow="row wrap",
                                                           align_items="flex-start"))
         self.children = [self.style_html, self.header, body, self.error_box,
                          W.HBox([self.sort_dropdown, self.sort_desc]), self.table, self.detail]
@@ -426,7 +430,7 @@ class CompareWidget(W.VBox):
                 "stopped": f"stopped at step {cell.step}", "failed": "failed",
                 "not run": "not run (stopped)"}[cell.status]
         v.set_status(text, colors.get(cell.status, "#24292f"))
-        v.body.value = cell_html(comp, cell.name, self.scale) if cell.status in (
+        v.body.value = cell_html(comp, cell.name, self.scale, title=False) if cell.status in (
             "done", "stopped", "failed") else ""
         v.open.disabled = cell.method is None
 

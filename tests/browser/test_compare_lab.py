@@ -34,7 +34,7 @@ def test_compare_dashboard(lab, browser_page, artifacts):
                                  "name": "python3"}
     nbformat.write(nb, lab.root / NOTEBOOK)
     page = browser_page
-    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.set_viewport_size({"width": 1400, "height": 1400})  # the grid and the table on one screen
     lab.open_notebook(page, NOTEBOOK)
     lab.run_all(page)
     assert not lab.errors(page), lab.errors(page)
@@ -73,7 +73,9 @@ def test_compare_dashboard(lab, browser_page, artifacts):
     t_grid = time.perf_counter() - t0
     statuses = _statuses(widget)
     assert all(s.startswith("done") for s in statuses), statuses
-    assert widget.locator(".cfw-cell-body img").count() == 2 * n_cells  # after + difference each
+    # after + difference in each cell (the body may land a moment after the status line)
+    page.wait_for_function("([w, n]) => w.querySelectorAll('.cfw-cell-body img').length === 2 * n",
+                           arg=[widget.element_handle(), n_cells], timeout=30_000)
     page.wait_for_function("w => /done: /.test(w.querySelector('.cfw-status').textContent)",
                            arg=widget.element_handle(), timeout=30_000)
 
@@ -88,6 +90,7 @@ def test_compare_dashboard(lab, browser_page, artifacts):
     assert len(values) == n_cells and values == sorted(values, reverse=True), values
     widget.scroll_into_view_if_needed()
     widget.screenshot(path=str(artifacts / "compare_lab.png"))
+    assert widget.locator(".cfw-compare-table").is_visible()
 
     # open one cell: the method's own widget, on the same (drawn) input
     widget.locator(".cfw-cell-diffeomorphic .cfw-open").click()
