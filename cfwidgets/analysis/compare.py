@@ -287,8 +287,11 @@ def run_comparison(
     on_step: StepHook | None = None,
     on_done: Callable[[Cell], None] | None = None,
     comparison: Comparison | None = None,
+    workers: int = 1,
 ) -> Comparison:
-    """Run every method on ``x`` for ``target`` with the same ``budget``, one after another.
+    """Run every method on ``x`` for ``target`` with the same ``budget``, one after another
+    (``workers > 1``: that many at once, on threads; see the module docstring for when
+    that pays).
 
     Args:
         methods: ``{name: method}`` (e.g. from :func:`build_methods`); an exception in
@@ -305,44 +308,48 @@ def run_comparison(
         comparison: fill this one (a widget shows its cells before the run starts).
 
     A method that raises is recorded in its cell (``status="failed"``, ``error``,
-    ``traceback``) and the next one runs.
+    ``traceback``) and the others run on. With ``workers > 1`` methods may share a model
+    (the classifier) at once; that is safe for models in eval mode (the zoo's are; a
+    method switches a model left in train mode to eval for its call, which two threads
+    would race on).
     """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1 (methods run at once), got {workers!r}.")
     stop = stop or threading.Event()
     judges = judges or Judges()
     comp = comparison or new_comparison(methods, x, target, budget=budget, judges=judges)
     t_all = time.perf_counter()
-    for name, cell in comp.cells.items():
+
+    def run_one(cell: Cell) -> None:
         if cell.status != "pending":  # failed at construction
             if on_done:
                 on_done(cell)
-            continue
+            return
         if stop.is_set():
             cell.status = "not run"
-            cell.error = None
             if on_done:
                 on_done(cell)
-            continue
-        method = cell.method
+            return
         cell.status = "running"
         cell.step = 0
         if on_start:
             on_start(cell)
         t0 = time.perf_counter()
 
-        def cb(step: int, state: StepState, _cell: Cell = cell) -> bool:
-            _cell.step, _cell.total = step + 1, int(state.total)
+        def cb(step: int, state: StepState) -> bool:
+            cell.step, cell.total = step + 1, int(state.total)
             if on_step:
-                on_step(_cell.name, step, state)
+                on_step(cell.name, step, state)
             return stop.is_set()
 
         try:
             # a judge the method steers with (e.g. AIP-text ranks its candidates with the
             # fluency LM) does not score it: its figures are left out of this row
-            mine = _steered_by(method, judges)
+            mine = _steered_by(cell.method, judges)
             own_judges = Judges(**{f: (None if m is not None and judge_name(m) in mine else m)
                                    for f, m in vars(judges).items()})
-            knobs_ = {**cell.overrides, **dict((overrides or {}).get(name, {}))}
-            res = method.explain(x, comp.target, callback=cb, generator=seed, **knobs_)
+            knobs_ = {**cell.overrides, **dict((overrides or {}).get(cell.name, {}))}
+            res = cell.method.explain(x, comp.target, callback=cb, generator=seed, **knobs_)
             cell.result = res
             cell.row = score(res, own_judges)
             cell.row["method"] = cell.title
@@ -356,6 +363,18 @@ def run_comparison(
         cell.time_s = time.perf_counter() - t0
         if on_done:
             on_done(cell)
+
+    cells = list(comp.cells.values())
+    if workers == 1:
+        for cell in cells:
+            run_one(cell)
+    else:
+        # threads: torch releases the GIL inside its kernels, so two methods can use two
+        # cores (give torch one thread each, torch.set_num_threads(1), or they oversubscribe)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cfwidgets-compare") as ex:
+            list(ex.map(run_one, cells))
     comp.time_s = time.perf_counter() - t_all
     return comp
 

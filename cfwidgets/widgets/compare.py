@@ -132,6 +132,8 @@ class CompareWidget(W.VBox):
             ``dataset``).
         draw: show the drawing canvas (default: for one-channel 28x28 images).
         device, seed: where and with which seed the methods run.
+        workers: methods run at once (threads; default 1, one after another: see
+            ``benchmarks/bench_compare.py`` for when more pays).
 
     Examples::
 
@@ -147,7 +149,7 @@ class CompareWidget(W.VBox):
                  data: Any = None, *, dataset: str | None = None, index: int = 0,
                  target: int | str | None = None, budget: int | None = 100,
                  judges: Judges | None = None, draw: bool | None = None, device: str = "auto",
-                 seed: int = 0, scale: int = 3, **kwargs: Any) -> None:
+                 seed: int = 0, scale: int = 3, workers: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if data is None:
             raise ValueError("pass inputs to compare on: data=data.load_mnist('test') (images) or "
@@ -169,6 +171,7 @@ class CompareWidget(W.VBox):
         self.device = device
         self.seed = int(seed)
         self.scale = int(scale)
+        self.workers = int(workers)
         if isinstance(methods, Mapping):
             self._methods: dict[str, Any] = dict(methods)
         else:
@@ -546,7 +549,7 @@ class CompareWidget(W.VBox):
         try:
             run_comparison(self._methods, x, t, budget=self.budget, judges=self.judges,
                            seed=self.seed, stop=self._stop, on_start=on_start, on_step=on_step,
-                           on_done=on_done, comparison=comp)
+                           on_done=on_done, comparison=comp, workers=self.workers)
             self.timings["run_all_s"] = time.perf_counter() - self._t_click
             failed = sum(c.status == "failed" for c in comp.cells.values())
             stopped = self._stop.is_set()
