@@ -91,8 +91,8 @@ class _CellView:
     def __init__(self, cell: Cell, on_open) -> None:
         self.name = cell.name
         self.title = W.HTML(f"<b>{html.escape(cell.title)}</b>")
-        self.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="180px", height="14px"))
-        self.status = W.HTML("", layout=W.Layout(width="185px"))
+        self.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="172px", height="14px"))
+        self.status = W.HTML("", layout=W.Layout(width="172px"))
         self.status.add_class("cfw-cell-status")
         self.body = W.HTML("")
         self.body.add_class("cfw-cell-body")
@@ -102,8 +102,8 @@ class _CellView:
         self.open.add_class("cfw-open")
         self.open.on_click(lambda _b: on_open(self.name))
         self.box = W.VBox([self.title, self.progress, self.status, self.body, self.open],
-                          layout=W.Layout(border="1px solid #d0d7de", padding="4px 6px",
-                                          margin="0 6px 6px 0", width="200px", min_height="120px"))
+                          layout=W.Layout(border="1px solid #d0d7de", padding="4px 4px",
+                                          margin="0 5px 5px 0", width="184px", min_height="120px"))
         self.box.add_class("cfw-cell")
         self.box.add_class(f"cfw-cell-{cell.name}")
         self._last = 0.0
@@ -357,8 +357,8 @@ class CompareWidget(W.VBox):
         self.grid.add_class("cfw-compare-grid")
         # basis 0 and grow: the grid takes the width beside the controls (as the views of
         # CounterfactualWidget do)
-        grid_panel = W.VBox([self.grid], layout=W.Layout(flex="1 1 0%", min_width="420px",
-                                                         width="calc(100% - 380px)"))
+        grid_panel = W.VBox([self.grid], layout=W.Layout(flex="1 1 0%", min_width="380px",
+                                                         width="calc(100% - 372px)"))
         sort_opts = [("(method order)", "")] + [(vh.HEADINGS.get(k, k.replace("_", " ")), k)
                                                  for k in SORT_KEYS]
         self.sort_dropdown = W.Dropdown(options=sort_opts, value="", description="sort by",
