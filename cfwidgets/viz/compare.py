@@ -111,7 +111,10 @@ def comparison_html(comp, sort_by: str | None = None, scale: int = 3) -> str:
     return (f"{CSS}{TEXT_CSS}{CELL_CSS}<div class='cfw-comparison'>"
             f"<p>Input {query} target <b>{html.escape(tname)}</b>; budget: {budget}; "
             f"independent judges: {judges}.</p>"
-            f"<div class='cfw-cgrid'>{cells}</div>{metrics_table_html(comp, sort_by)}</div>")
+            f"<div class='cfw-cgrid'>{cells}</div>"
+            f"<p class='cfw-legend'>each cell: the counterfactual and its difference map (red = "
+            f"ink added, blue = removed, range &Delta;)</p>"
+            f"<h3 style='margin:12px 0 4px 0'>Metrics</h3>{metrics_table_html(comp, sort_by)}</div>")
 
 
 def comparison_page(comp, title: str = "cfwidgets comparison", sort_by: str | None = None) -> str:
