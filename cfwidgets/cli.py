@@ -73,9 +73,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     from . import zoo
     from ._utils import resolve_device
+    from .analysis.compare import Judges, build_methods, run_comparison
     from .data import load_dataset
     from .methods import METHODS, SKIPPED
-    from .metrics import evaluate, format_table
+    from .metrics import format_table
     from .viz.html import grid_png, report_html, result_html
 
     t_start = time.perf_counter()
@@ -103,38 +104,37 @@ def _demo(args: argparse.Namespace) -> int:
     with torch.no_grad():
         target = clf(x.to(device)).topk(2, dim=1).indices[:, 1].cpu()
 
+    # the same code path as the comparison dashboard (cfwidgets.analysis.compare), so the
+    # report and the dashboard cannot disagree: same budget rule, same judges, same rows
+    budget = args.steps or None
+    image_names = [n for n in names if METHODS[n].modality == "image"]
+    text_names = [n for n in names if METHODS[n].modality != "image"]
     rows, text_rows, sections, failures = [], [], {}, {}
-    bar = tqdm(names, desc="methods", unit="method")
-    for name in bar:
-        cls = METHODS[name]
-        bar.set_postfix_str(name)
-        if cls.modality != "image":
-            try:
-                res, text_row = _demo_text(cls, device, args)
-            except Exception as e:  # keep going: the report says what failed and why
-                failures[name] = f"{type(e).__name__}: {e}"
-                continue
-            text_rows.append(text_row)
-            sections[cls.title or name] = res._repr_html_()
-            (out / f"{name}.json").write_text(json.dumps(res.to_dict(), indent=1))
-            continue
-        try:
-            method = cls.from_zoo(args.dataset, device=device)
-            overrides = {"steps": args.steps} if args.steps else {}
-            res = method.explain(x, target, **overrides)
-        except NotImplementedError as e:
-            failures[name] = str(e)
-            continue
-        except Exception as e:  # keep going: the report says what failed and why
-            failures[name] = f"{type(e).__name__}: {e}"
-            continue
-        row = evaluate(res, autoencoders=aes, oracle=oracle)
-        rows.append(row)
-        sections[row["method"]] = result_html(res, max_rows=args.n)
-        strip = torch.cat([res.x, res.x_cf])
-        (out / f"{name}.png").write_bytes(grid_png(strip, nrow=len(res), scale=3))
-        (out / f"{name}.json").write_text(json.dumps(res.to_dict(), indent=1))
+    bar = tqdm(total=len(names), desc="methods", unit="method")
+    tick = dict(on_start=lambda cell: bar.set_postfix_str(cell.name), on_done=lambda _cell: bar.update(1))
+    comps = []
+    if image_names:
+        judges = Judges(autoencoders=aes, oracle=oracle)
+        comps.append(run_comparison(build_methods(image_names, args.dataset, device=device), x, target,
+                                    budget=budget, judges=judges, **tick))
+    if text_names:
+        comps.append(_demo_text(text_names, device, args, tick))
     bar.close()
+    for comp in comps:
+        for name, cell in comp.cells.items():
+            if cell.result is None:  # keep going: the report says what failed and why
+                failures[name] = cell.error or cell.status
+                continue
+            res, row = cell.result, cell.row
+            (out / f"{name}.json").write_text(json.dumps(res.to_dict(), indent=1))
+            if comp.modality == "text":
+                text_rows.append(row)
+                sections[cell.title] = res._repr_html_()
+                continue
+            rows.append(row)
+            sections[row["method"]] = result_html(res, max_rows=args.n)
+            strip = torch.cat([res.x, res.x_cf])
+            (out / f"{name}.png").write_bytes(grid_png(strip, nrow=len(res), scale=3))
 
     from .viz.html import table_html
 
@@ -152,6 +152,10 @@ def _demo(args: argparse.Namespace) -> int:
         f"<code>{args.dataset}/ae</code>; oracle = <code>{args.dataset}/oracle</code>. "
         f"Device {device}; models ready in {t_models:.1f} s.</p>"
     )
+    if text_rows:
+        tj = next(c.judges for c in comps if c.modality == "text")
+        intro += ("<p>Text: review sentences, target = the other label; "
+                  + ", ".join(f"{k} <code>{v}</code>" for k, v in tj.items()) + ".</p>")
     if failures or SKIPPED:
         items = {**failures, **{k: f"skipped (missing dependency): {v}" for k, v in SKIPPED.items()}}
         intro += "<p><b>Not run:</b></p><ul>" + "".join(f"<li>{k}: {v}</li>" for k, v in items.items()) + "</ul>"
@@ -168,26 +172,26 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if rows or text_rows else 1
 
 
-def _demo_text(cls, device, args):
+def _demo_text(names, device, args, tick):
     """Text methods in the demo: the first few held-out review sentences of 6 to 25 words
-    (needs the ``text`` extra), each asked for its runner-up label. Returns ``(result,
-    metrics row)``."""
+    (needs the ``text`` extra), each asked for its runner-up label, run and scored by the
+    comparison code (judges ``reviews/judge`` and ``reviews/lm``). Returns the comparison."""
     import torch
 
-    from .config import knobs
+    from .analysis.compare import build_methods, load_judges, run_comparison
     from .data import load_reviews
-    from .metrics.text import evaluate_text
 
-    method = cls.from_zoo("reviews", device=device)
+    methods = build_methods(names, "reviews", device=device)
+    ready = [m for m in methods.values() if not isinstance(m, BaseException)]
     # sentences within every text model's limits (a cut sentence may change its label)
     sents = [t for t in load_reviews("test").texts if 6 <= len(t.split()) <= 25][: min(args.n, 4)]
-    with torch.no_grad():
-        target = method.score_texts(sents).topk(2, dim=1).indices[:, 1].cpu()
-    has_steps = any(k.name == "steps" for k in knobs(method.Config))
-    overrides = {"steps": args.steps} if args.steps and has_steps else {}
-    res = method.explain(sents, target, **overrides)
-    row = evaluate_text(res, lm=getattr(method, "lm", None), similarity_model=False)
-    return res, row
+    if ready:
+        with torch.no_grad():
+            target = ready[0].score_texts(sents).topk(2, dim=1).indices[:, 1].cpu()
+    else:
+        target = torch.zeros(len(sents), dtype=torch.long)
+    return run_comparison(methods, sents, target, budget=args.steps or None,
+                          judges=load_judges("reviews", device=device), **tick)
 
 
 # ---------------------------------------------------------------------------- zoo

@@ -482,17 +482,19 @@ _UNITS = {"validity": "%", "flip_rate": "%", "target_prob": "%", "sparsity": "%"
           "nonword_rate_cf": "%", "edit_distance_norm": "%", "judge_agreement": "%"}
 
 
-def table_html(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None) -> str:
-    """A metrics table for people: worded headings (:data:`HEADINGS`), numbers with 3
-    significant figures, shares as %, times in s, long text wrapped; inside a box that
-    scrolls sideways instead of widening the page."""
+def table_html(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None,
+               headings: Mapping[str, str] | None = None) -> str:
+    """A metrics table for people: worded headings (:data:`HEADINGS`, then ``headings``),
+    numbers with 3 significant figures, shares as %, times in s, long text wrapped; inside
+    a box that scrolls sideways instead of widening the page."""
     if not rows:
         return ""
     cols = list(columns) if columns else []
     if not cols:
         for r in rows:
             cols += [k for k in r if k not in cols and not isinstance(r[k], (list, tuple, dict))]
-    head = "".join(f"<th>{html.escape(HEADINGS.get(c, c.replace('_', ' ')))}</th>" for c in cols)
+    words = {**HEADINGS, **(headings or {})}
+    head = "".join(f"<th>{html.escape(words.get(c, c.replace('_', ' ')))}</th>" for c in cols)
     body = []
     for r in rows:
         cells = []

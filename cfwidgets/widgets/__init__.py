@@ -33,6 +33,15 @@ other knob, the run settings (device, seed, preview rate) and rarely used contro
 "Advanced" accordion (closed; the same controls, so values are kept). ``app=True`` (Voila):
 only the input, target and method controls and Run/Stop, with an intro line.
 
+Comparison dashboard
+--------------------
+:class:`CompareWidget` (``cfwidgets.widgets.compare``) runs every registered method of the
+data's modality (or a chosen subset) on one input and target with the same step budget, a
+cell per method, a sortable metrics table by independent judges, and "open" for a method's
+own widget (:func:`own_widget`); images can be drawn on a :class:`DrawCanvas` (anywidget).
+The runs and metrics come from :mod:`cfwidgets.analysis.compare`, shared with
+``cfwidgets demo``.
+
 Three parts, composed by every widget
 -------------------------------------
 - :class:`~cfwidgets.widgets.runner.Runner` (``widget.runner``): Run/Stop buttons,
@@ -114,8 +123,18 @@ the run state is guarded by the runner's lock. Create your own widgets before
 """
 
 from .base import CounterfactualWidget
+from .compare import CompareWidget, own_widget
 from .controls import KnobControl, knob_control
 from .panel import ControlPanel
 from .runner import RunJob, Runner
 
-__all__ = ["ControlPanel", "CounterfactualWidget", "KnobControl", "RunJob", "Runner", "knob_control"]
+__all__ = ["CompareWidget", "ControlPanel", "CounterfactualWidget", "DrawCanvas", "KnobControl", "RunJob",
+           "Runner", "knob_control", "own_widget"]
+
+
+def __getattr__(name: str):
+    if name == "DrawCanvas":  # needs anywidget (the notebook extra): imported on first use
+        from .draw import DrawCanvas
+
+        return DrawCanvas
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
