@@ -174,6 +174,7 @@ def _demo_text(cls, device, args):
     metrics row)``."""
     import torch
 
+    from . import zoo
     from .config import knobs
     from .data import load_reviews
     from .metrics.text import evaluate_text
@@ -186,7 +187,8 @@ def _demo_text(cls, device, args):
     has_steps = any(k.name == "steps" for k in knobs(method.Config))
     overrides = {"steps": args.steps} if args.steps and has_steps else {}
     res = method.explain(sents, target, **overrides)
-    row = evaluate_text(res, lm=getattr(method, "lm", None), similarity_model=False)
+    lm = getattr(method, "lm", None) or zoo.load("reviews/lm", device="cpu", progress=False)
+    row = evaluate_text(res, lm=lm, similarity_model=False)
     return res, row
 
 

@@ -219,6 +219,8 @@ def test_evaluate_text_row(tiny_clf):
     assert row["n"] == 3 and 0 <= row["flip_rate"] <= 1
     row2 = evaluate_text(res, classifier=tiny_clf, fluency=False, similarity_model=False)
     assert row2["flip_rate"] == pytest.approx(row["flip_rate"])
+    with pytest.raises(TypeError, match="lm=zoo.load"):  # the metrics do not load zoo models
+        evaluate_text(res, similarity_model=False)
     with pytest.raises(TypeError, match="text result"):
         from cfwidgets.result import CounterfactualResult
 

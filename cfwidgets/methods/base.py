@@ -370,7 +370,7 @@ class CounterfactualMethod(ABC):
             if vals and isinstance(vals[0], Tensor) else list(vals)
             for k, vals in out.losses.items()
         }
-        from .. import __version__
+        from .._version import __version__
 
         meta = {
             "method": self.name,

@@ -347,7 +347,7 @@ def _write_checkpoint(model: nn.Module, meta: dict, weights: Path, meta_path: Pa
 
 def _train(recipe: Recipe, *, device: torch.device, reduced: bool, progress: bool,
            overrides: dict | None = None, resume_dir: Path | None = None) -> tuple[nn.Module, dict, dict]:
-    from .. import __version__
+    from .._version import __version__
 
     cfg = recipe.full_config(reduced, **(overrides or {}))
     torch.manual_seed(recipe.seed)
