@@ -75,7 +75,7 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -84,15 +84,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import knob
-from ..data.text import BOS_ID, EOS_ID, normalize_text
+from ..data.text import BOS_ID, EOS_ID, PAD_ID, normalize_text
 from ..metrics.text import corpus_vocabulary, levenshtein, nonword_rate, word_edits, words
 from ..models.conditional import LOCK_WEIGHT, AttributeSpec
 from ..models.text_adapters import as_text_classifier, check_texts, vocab_key
+from ..models.text_generator import mask_after_eos
 from ..objectives import class_loss
 from ..protocols import StepState
 from .aip import AIP, aip_objective
-from .base import RunOutput
-from .text_base import TextCounterfactualMethod
+from .base import RunOutput, named_attribute_weights
+from .knobs import class_loss_knob, kappa_knob
+from .text_base import TextCounterfactualMethod, cut_to_fit
 
 __all__ = ["AIPText", "TEXT_ATTRIBUTE_SPEC", "repair_words", "text_attribute_spec", "transfer_edits"]
 
@@ -170,9 +172,8 @@ class AIPText(TextCounterfactualMethod):
                              "gives a candidate; the best valid one is returned.")
         restart_noise: float = knob(0.3, 0.0, 3.0, "Std of the start noise on z0 (and the free "
                                     "attributes) of restarts 2..R.")
-        loss: str = knob("ce", doc="Class term: cross-entropy or the margin hinge.",
-                         choices=("ce", "hinge"))
-        kappa: float = knob(2.0, 0.0, 20.0, "Margin of the hinge class term (unused with 'ce').")
+        loss: str = class_loss_knob()
+        kappa: float = kappa_knob()
         temperature: float = knob(1.0, 0.05, 5.0, "Soft-decode temperature at the first step "
                                   "(annealed geometrically to temperature_end).")
         temperature_end: float = knob(0.3, 0.05, 5.0, "Soft-decode temperature at the last step.")
@@ -277,15 +278,10 @@ class AIPText(TextCounterfactualMethod):
 
     # ------------------------------------------------------------------ inputs
     def explain(self, x, target, config=None, *, callback=None, generator=None, **overrides):
-        w = overrides.get("attribute_weights")
-        if isinstance(w, Mapping):
-            overrides["attribute_weights"] = tuple(self.attribute_spec.weights(dict(w)).tolist())
-        if isinstance(config, Mapping) and isinstance(config.get("attribute_weights"), Mapping):
-            config = dict(config, attribute_weights=tuple(
-                self.attribute_spec.weights(dict(config["attribute_weights"])).tolist()))
+        config, overrides = named_attribute_weights(self.attribute_spec, config, overrides)
         return super().explain(x, target, config, callback=callback, generator=generator, **overrides)
 
-    def check_inputs(self, x: Any, cfg: Any = None) -> list[str]:
+    def fit_inputs(self, x: Any, cfg: Any = None) -> tuple[list[str], list[int]]:
         """Normalise the sentences; cut (with a warning) or refuse those longer than the
         generator's limit (``long_inputs``)."""
         texts = [normalize_text(t) for t in check_texts(x)]
@@ -296,29 +292,17 @@ class AIPText(TextCounterfactualMethod):
         gen = self.generator
         limit = int(gen.config.max_len) if hasattr(gen, "config") else 48
         long = [i for i, flag in enumerate(gen.too_long(texts)) if flag]
-        self._truncated = long
         if long:
             mode = cfg.long_inputs if cfg is not None else "truncate"
             if mode == "refuse":
                 raise ValueError(f"sentence(s) {long[:10]} exceed the generator's limit of {limit} "
                                  f"tokens; shorten them, or pass long_inputs='truncate' to cut them.")
             for i in long:
-                texts[i] = self._cut(texts[i])
+                texts[i] = cut_to_fit(texts[i], lambda t: self.generator.too_long([t])[0])
             warnings.warn(f"sentence(s) {long[:10]} exceed the generator's limit of {limit} tokens "
                           f"and were cut to the words that fit (long_inputs='truncate'); the "
                           f"result's x holds the cut text.", UserWarning, stacklevel=3)
-        return texts
-
-    def _cut(self, text: str) -> str:
-        ws = text.split()
-        lo, hi = 1, len(ws)
-        while lo < hi:  # the longest prefix of words that fits
-            mid = (lo + hi + 1) // 2
-            if self.generator.too_long([" ".join(ws[:mid])])[0]:
-                hi = mid - 1
-            else:
-                lo = mid
-        return " ".join(ws[:lo])
+        return texts, long
 
     def _resolve_search(self, cfg) -> str:
         if cfg.search == "gradient":
@@ -484,7 +468,7 @@ class AIPText(TextCounterfactualMethod):
                     y = torch.softmax(logits / tau, dim=-1)
                     bos = F.one_hot(pre[:, :1], vocab).to(y.dtype)
                     soft = torch.cat([bos, y], dim=1)[:, :clf_max]  # (Na, T, V)
-                    mask = _mask_after_eos(pre)[:, :clf_max]
+                    mask = _real_tokens(pre)[:, :clf_max]
                     logits_c = diff_clf.forward_soft(soft, mask)
                     rows_d = act.to(dev)
                     parts = aip_objective(logits_c.float(), t_r[rows_d], zn(z_a, rows_d), zn(z0_r[rows_d], rows_d),
@@ -539,7 +523,7 @@ class AIPText(TextCounterfactualMethod):
         """Gumbel(0, 1) noise ``(Na, T-1, V)`` drawn row by row from per-row generators
         (only for the row's real positions, so padding never changes a row's noise)."""
         out = torch.zeros(shape)
-        lengths = _mask_after_eos(prefix).sum(1).tolist()
+        lengths = _real_tokens(prefix).sum(1).tolist()
         for j, g in enumerate(gens):
             t = max(1, min(shape[1], int(lengths[j]) - 1))
             e = torch.empty(t, shape[2]).exponential_(generator=g).clamp_(min=1e-12)
@@ -723,7 +707,6 @@ class AIPText(TextCounterfactualMethod):
             "rec_keeps_class": probs_rec.argmax(1).cpu() == probs.argmax(1).cpu(),
             "a0": a0.cpu(), "a_cf": a_cf,
             "restart": torch.tensor(restart),
-            "truncated": list(getattr(self, "_truncated", [])),
             "ranked_by": "validity, then edit distance / length" + (
                 f" + {cfg.fluency_weight} x max(0, log perplexity ratio)" if lm is not None else
                 " (no lm given: fluency not used)") + (
@@ -846,8 +829,8 @@ def _pad_ids(rows: list[Tensor], device) -> Tensor:
     return out
 
 
-def _mask_after_eos(ids: Tensor) -> Tensor:
-    """1 up to and including the first [EOS] (pads before it count as 0), 0 after."""
-    is_eos = (ids == EOS_ID).long()
-    after = (is_eos.cumsum(1) - is_eos) > 0
-    return ((~after) & ((ids != 0) | (torch.arange(ids.shape[1], device=ids.device) == 0))).long()
+def _real_tokens(ids: Tensor) -> Tensor:
+    """``(B, T)`` long: 1 on a decode's real tokens, up to and including its first [EOS]
+    (:func:`~cfwidgets.models.text_generator.mask_after_eos`), 0 on pads and after."""
+    not_pad = (ids != PAD_ID) | (torch.arange(ids.shape[1], device=ids.device) == 0)
+    return mask_after_eos(ids) & not_pad.long()

@@ -84,6 +84,7 @@ __all__ = [
     "AttributeMasker",
     "gumbel_softmax",
     "token_mask",
+    "mask_after_eos",
 ]
 
 
@@ -123,6 +124,14 @@ def gumbel_softmax(logits: Tensor, tau: float = 1.0, gumbel: bool = True,
         y_hard = torch.zeros_like(y).scatter_(-1, idx, 1.0)
         y = y_hard - y.detach() + y
     return y
+
+
+def mask_after_eos(ids: Tensor) -> Tensor:
+    """``(B, T)`` long: 1 up to and including each row's first [EOS] (all, if none), 0
+    after it."""
+    is_eos = (ids == EOS_ID).long()
+    after = (is_eos.cumsum(1) - is_eos) > 0
+    return (~after).long()
 
 
 def token_mask(tokenizer, size: int, keep: Callable[[str], bool]) -> Tensor:
@@ -446,7 +455,7 @@ class TextGenerator(nn.Module):
                 y = gumbel_softmax(logits[:, -1:], tau, gumbel, generator)
                 seq = torch.cat([seq, y], dim=1)
             hard = seq.argmax(-1)
-            return seq, self._mask_after_eos(hard)
+            return seq, mask_after_eos(hard)
         if isinstance(prefix, str):
             if prefix != "greedy":
                 raise ValueError(f"prefix must be 'greedy', 'soft' or a tensor, got {prefix!r}")
@@ -456,14 +465,7 @@ class TextGenerator(nn.Module):
         y = gumbel_softmax(logits, tau, gumbel, generator)
         bos = F.one_hot(ids[:, :1], self.config.vocab_size).to(y.dtype)
         probs = torch.cat([bos, y], dim=1)  # (B, T, V)
-        return probs, self._mask_after_eos(ids)
-
-    @staticmethod
-    def _mask_after_eos(ids: Tensor) -> Tensor:
-        """1 up to and including the first [EOS] (or all, if none), 0 after."""
-        is_eos = (ids == EOS_ID).long()
-        after = (is_eos.cumsum(1) - is_eos) > 0
-        return (~after).long()
+        return probs, mask_after_eos(ids)
 
     # ------------------------------------------------------------------ text helpers
     def prepare_source(self, texts: Sequence[str], mask_attributes: bool | Sequence[float] = True,
