@@ -135,3 +135,4 @@ def test_package_lists_its_subpackages():
 
     with pytest.raises(AttributeError, match="nonexistent"):
         cfwidgets.nonexistent  # noqa: B018
+
