@@ -118,9 +118,17 @@ class Restarts:
         score = torch.where(done.view(r, b), cost.view(r, b), 1e6 - p_target.view(r, b))
         return score.argmin(0) * b + torch.arange(b, device=self.device)
 
-    def restart_of(self, idx: Tensor) -> Tensor:
-        """``(B,)`` which copy each selected row is."""
+    def restart_of(self, idx):
+        """Which copy row(s) ``idx`` are (int or tensor)."""
         return idx // self.b
+
+    def query_of(self, idx):
+        """Which query row(s) ``idx`` belong to (int or tensor)."""
+        return idx % self.b
+
+    def row(self, restart: int, query: int) -> int:
+        """The row of copy ``restart`` of query ``query``."""
+        return restart * self.b + query
 
     def live(self, cost: Tensor, **extra: Tensor) -> None:
         """This step's ``cost`` (``(R*B,)``, for the selection) and the variables the
