@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from ._version import __version__
 
-__all__ = ["__version__", "data", "zoo", "methods", "metrics", "models", "viz", "widgets",
-           "CounterfactualResult", "explain"]
+# the subpackages, bottom layer first (tests/test_layers.py checks the list is complete)
+_SUBMODULES = ("data", "models", "metrics", "zoo", "methods", "analysis", "attribution", "viz", "widgets")
 
-_SUBMODULES = {"data", "zoo", "methods", "metrics", "models", "viz", "widgets", "attribution"}
+__all__ = ["__version__", *_SUBMODULES, "CounterfactualResult", "explain"]
 
 
 def __getattr__(name: str):

@@ -94,3 +94,45 @@ def sync(device: torch.device) -> None:
     """Wait for queued GPU work (so wall times are honest)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class ProcessCache:
+    """An explicit per-process memo (instead of a bare module-level dict): values made
+    once by ``make()`` and kept until :meth:`clear` (tests, or a changed file on disk).
+
+    Examples::
+
+        _CACHE = ProcessCache("tokenizers")
+        tok = _CACHE.get_or_make("default", load_default_tokenizer)
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self._values: dict = {}
+
+    def get(self, key, default=None):
+        return self._values.get(key, default)
+
+    def put(self, key, value) -> None:
+        self._values[key] = value
+
+    def get_or_make(self, key, make):
+        """The value under ``key``, made by ``make()`` (and kept) on the first call."""
+        if key not in self._values:
+            self._values[key] = make()
+        return self._values[key]
+
+    def pop(self, key) -> None:
+        self._values.pop(key, None)
+
+    def clear(self) -> None:
+        self._values.clear()
+
+    def __contains__(self, key) -> bool:
+        return key in self._values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"ProcessCache({self.name!r}, {len(self)} entries)"

@@ -569,7 +569,7 @@ def _data_fingerprint(x: Tensor, y: Tensor | None, total: int) -> str:
 
 def _open_manifest(out: Path, identity: dict, method) -> dict:
     """The folder's manifest (checked against ``identity``), or a new one."""
-    from . import __version__
+    from ._version import __version__
 
     path = out / MANIFEST
     if path.exists():

@@ -197,7 +197,7 @@ def _demo_text(names, device, args, tick):
 # ---------------------------------------------------------------------------- zoo
 def _zoo(args: argparse.Namespace) -> int:
     from . import zoo
-    from .zoo.core import _SKIPPED
+    from .zoo.core import skipped_modules
 
     for name in getattr(args, "names", None) or []:
         if name not in zoo.recipes():
@@ -209,7 +209,7 @@ def _zoo(args: argparse.Namespace) -> int:
             metric = ", ".join(f"{k}={v}" for k, v in (st.get("metrics") or {}).items()
                                if isinstance(v, (int, float)) and not isinstance(v, bool))[:70]
             print(f"{name:24s} v{r.version}  {st['status']:9s}  {metric}")
-        for mod, why in _SKIPPED.items():
+        for mod, why in skipped_modules().items():
             print(f"(skipped {mod}: {why})")
         return 0
     if args.zoo_cmd == "info":

@@ -1,22 +1,17 @@
 """Small loss terms shared by the methods. Every term returns one value per row ``(B,)``
 so batched runs can freeze finished rows and callbacks can show per-row curves.
 
-Terms compose (in the spirit of lucent's objectives)::
-
-    obj = Objective.of(class_loss) + 0.1 * Objective.of(l1_distance)
-    per_row = obj(logits=..., target=..., x_cf=..., x=...)
+Each method writes its weighted sum out in its own file, next to the paper's equation
+(e.g. ``class_loss(logits, t) + w * l1_distance(x_cf, x)``, Wachter et al. eq. 1), so one
+knob maps to one visible weight.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["class_loss", "l1_distance", "l2_distance", "sq_distance", "total_variation", "Objective"]
+__all__ = ["class_loss", "l1_distance", "l2_distance", "sq_distance", "total_variation"]
 
 
 def class_loss(logits: Tensor, target: Tensor, kind: str = "ce", kappa: float = 0.0) -> Tensor:
@@ -58,49 +53,3 @@ def total_variation(x: Tensor, p: int = 2) -> Tensor:
     if p == 1:
         return _flat(dh).abs().mean(1) + _flat(dw).abs().mean(1)
     return _flat(dh).pow(2).mean(1) + _flat(dw).pow(2).mean(1)
-
-
-class Objective:
-    """A weighted sum of named per-row terms; ``+`` and scalar ``*`` build new objectives."""
-
-    def __init__(self, terms: list[tuple[float, str, Callable[..., Tensor]]]):
-        self.terms = terms
-
-    @classmethod
-    def of(cls, fn: Callable[..., Tensor], name: str | None = None, **bound) -> Objective:
-        """Wrap ``fn``; at call time it receives only the keyword arguments it names
-        (``bound`` fixes some, e.g. ``Objective.of(l1_distance, a="x_cf", b="x")`` maps
-        argument names to the objective's keywords)."""
-        params = list(inspect.signature(fn).parameters)
-
-        def call(**kw):
-            args = {}
-            for p in params:
-                key = bound.get(p, p)
-                if key in kw:
-                    args[p] = kw[key]
-            return fn(**args)
-
-        return cls([(1.0, name or fn.__name__, call)])
-
-    def __add__(self, other: Objective) -> Objective:
-        return Objective(self.terms + other.terms)
-
-    def __mul__(self, w: float) -> Objective:
-        return Objective([(w * a, n, f) for a, n, f in self.terms])
-
-    __rmul__ = __mul__
-
-    def parts(self, **kw) -> dict[str, Tensor]:
-        """Each weighted term by name, plus ``"loss"``, the total (all ``(B,)``)."""
-        out: dict[str, Tensor] = {}
-        total = None
-        for w, name, fn in self.terms:
-            v = w * fn(**kw)
-            out[name] = v
-            total = v if total is None else total + v
-        out["loss"] = total if total is not None else torch.zeros(())
-        return out
-
-    def __call__(self, **kw) -> Tensor:
-        return self.parts(**kw)["loss"]

@@ -137,7 +137,8 @@ class CounterfactualResult:
             out["nonfinite"] = nonfinite.tolist()
         if isinstance(self.x, list):  # text: the sentences themselves are small
             out["x"], out["x_cf"] = list(self.x), list(self.x_cf)
-        out["meta"] = {k: v for k, v in self.meta.items() if _jsonable(v)}
+        meta = {k: _plain(v) for k, v in self.meta.items()}
+        out["meta"] = {k: v for k, v in meta.items() if _jsonable(v)}
         return out
 
 
@@ -154,6 +155,14 @@ def _slice_meta(meta: dict, i: slice, n: int) -> dict:
         else:
             out[k] = v
     return out
+
+
+def _plain(v: Any) -> Any:
+    """Records with a ``to_dict()`` (e.g. AIP-text's candidates), in lists too, as dicts."""
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    to_dict = getattr(v, "to_dict", None)
+    return to_dict() if callable(to_dict) and not isinstance(v, (type, Tensor)) else v
 
 
 def _jsonable(v: Any) -> bool:

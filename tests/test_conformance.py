@@ -111,6 +111,16 @@ def test_same_seed_same_result(case):
     assert a.meta["seed"] == 123
 
 
+def test_explain_keeps_no_per_call_state_on_the_method(case):
+    # two widgets may share one method object: whatever one call learns (e.g. which rows
+    # were cut to fit) goes into its result, never onto the method
+    before = dict(vars(case.method))
+    _run(case)
+    added = sorted(set(vars(case.method)) - set(before))
+    changed = sorted(k for k in before if vars(case.method)[k] is not before[k])
+    assert not added and not changed, f"explain() set {added + changed} on the method"
+
+
 def test_callback_stops_early_and_result_says_so(case):
     seen = []
 

@@ -219,6 +219,8 @@ def test_evaluate_text_row(tiny_clf):
     assert row["n"] == 3 and 0 <= row["flip_rate"] <= 1
     row2 = evaluate_text(res, classifier=tiny_clf, fluency=False, similarity_model=False)
     assert row2["flip_rate"] == pytest.approx(row["flip_rate"])
+    with pytest.raises(TypeError, match="lm=zoo.load"):  # the metrics do not load zoo models
+        evaluate_text(res, similarity_model=False)
     with pytest.raises(TypeError, match="text result"):
         from cfwidgets.result import CounterfactualResult
 
@@ -311,11 +313,13 @@ def test_aip_text_gradient_run(tiny_clf, tiny_gen):
     assert [s for s, _ in seen] == list(range(len(seen))) and len(seen[0][1]) == 3
     assert len(m["per_row_candidates"]) == 3 and all(len(c) == 2 for c in m["per_row_candidates"])
     for cands in m["per_row_candidates"]:
-        ranks = [c["rank"] for c in cands]
+        ranks = [c.rank for c in cands]
         assert ranks == sorted(ranks)
-        valid = [c["valid"] for c in cands]
+        valid = [c.valid for c in cands]
         assert valid == sorted(valid, reverse=True)  # valid candidates rank first
-        assert all(c["ppl_ratio"] is not None for c in cands)
+        assert all(c.ppl_ratio is not None for c in cands)
+    row = res.to_dict()["meta"]["per_row_candidates"][0][0]  # plain, JSON-able in to_dict
+    assert row["text"] == m["per_row_candidates"][0][0].text and "probs" not in row
     assert m["attribute_names"] == ["sentiment", "length", "negation", "intensifier"]
     assert m["a0"].shape == (3, 4) and m["a_cf"].shape == (3, 4)
     assert float(m["a_cf"].min()) >= 0 and float(m["a_cf"].max()) <= 1
@@ -429,7 +433,7 @@ def test_adapter_base_is_abstract():
 
 
 def test_transfer_edits_applies_only_anchored_changes():
-    from cfwidgets.methods.aip_text import transfer_edits
+    from cfwidgets.methods.text_candidates import transfer_edits
 
     src = "the plot drags and the jokes fall flat ."
     rec = "the plot drags and the jokes fall short ."  # reconstruction error at the end
@@ -448,7 +452,7 @@ def test_transfer_edits_applies_only_anchored_changes():
 
 
 def test_repair_words_restores_garbled_copies_only():
-    from cfwidgets.methods.aip_text import repair_words
+    from cfwidgets.methods.text_candidates import repair_words
 
     src = "jagger obviously relishes every self-mocking moment ."
     vocab = {"jagger", "every", "moment", ".", "hates", "obviously"}

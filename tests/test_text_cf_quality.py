@@ -81,7 +81,7 @@ def test_aip_flips_held_out_sentences_closely_and_fluently(models):
     _show("aip zoo clf, 16", row)
     assert res.meta["search_mode"] == "gradient"
     assert row["flip_rate"] >= 0.8
-    norm = torch.tensor([c[0]["edit_norm"] for c in res.meta["per_row_candidates"]])
+    norm = torch.tensor([c[0].edit_norm for c in res.meta["per_row_candidates"]])
     assert float(norm.median()) <= 0.5, f"median edits per source word {float(norm.median()):.2f}"
     assert row["ppl_ratio"] <= 2.0
     # fluency beyond perplexity (the tiny LM scores a repeated word as fluent): measured
@@ -95,10 +95,10 @@ def test_aip_flips_held_out_sentences_closely_and_fluently(models):
     for q, cands in enumerate(res.meta["per_row_candidates"]):
         own = set(words(res.x[q]))
         for c in cands:
-            w = words(c["text"])
+            w = words(c.text)
             unknown = [x for x in w if x not in vocab and x not in own]
-            assert abs(c["nonword_rate"] - len(unknown) / max(1, len(w))) < 1e-3
-            if c["kind"] == "transferred, known words":
+            assert abs(c.nonword_rate - len(unknown) / max(1, len(w))) < 1e-3
+            if c.kind == "transferred, known words":
                 n_known += 1
                 assert not unknown, c
     assert n_known > 0 and "unknown words" in res.meta["ranked_by"]
@@ -107,10 +107,10 @@ def test_aip_flips_held_out_sentences_closely_and_fluently(models):
     kept = 0
     for cands in strict.meta["per_row_candidates"]:
         best = cands[0]
-        kept += best["keeps_end"]
-        if any(c["valid"] and c["keeps_end"] for c in cands):
-            assert best["valid"] and best["keeps_end"], cands[:3]
-    assert kept >= sum(c[0]["keeps_end"] for c in res.meta["per_row_candidates"])
+        kept += best.keeps_end
+        if any(c.valid and c.keeps_end for c in cands):
+            assert best.valid and best.keeps_end, cands[:3]
+    assert kept >= sum(c[0].keeps_end for c in res.meta["per_row_candidates"])
 
 
 @pytest.mark.slow

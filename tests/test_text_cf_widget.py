@@ -56,7 +56,7 @@ def test_widget_runs_and_shows_a_word_diff(methods):
     assert "cfw-diff" in w.after_view.value and "before:" in w.before_view.value
     assert "candidates" in w.candidates_view.value and "unknown words" in w.candidates_view.value
     n_rows = w.candidates_view.value.count("<tr>") - 1
-    distinct = {" ".join(c["text"].split()) for c in res.meta["per_row_candidates"][0]}
+    distinct = {" ".join(c.text.split()) for c in res.meta["per_row_candidates"][0]}
     assert n_rows == len(distinct)  # one row per distinct candidate (repeats folded, counted)
     assert "edits / length" in w.metrics_view.value
     assert w.trajectory_slider.max == len(res.trajectory) - 1

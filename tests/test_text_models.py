@@ -145,7 +145,8 @@ def test_tiny_budget_training_decreases_loss(tmp_path):
     """Some steps of the real generator loop on a tiny model and a small corpus: the
     reconstruction loss falls, and a second call resumes from the checkpoint."""
     from cfwidgets.models.text_classifier import TextClassifier, TextClassifierConfig
-    from cfwidgets.models.text_generator import TextGeneratorConfig, train_text_generator
+    from cfwidgets.models.text_generator import TextGeneratorConfig
+    from cfwidgets.zoo.text_generator_train import train_text_generator
 
     torch.manual_seed(0)
     clf = TextClassifier(TextClassifierConfig(hidden_size=32, num_layers=1, num_heads=2,

@@ -221,9 +221,11 @@ def test_live_loss_leaves_out_steps_without_a_loss(methods):  # noqa: F811
 
 
 def _cand(text, valid, rank, p):
-    return {"text": text, "valid": valid, "rank": rank, "p_target": p, "edit_distance": 1,
-            "edit_norm": 0.1, "ppl_ratio": 1.2, "nonword_rate": 0.0, "kind": "decode",
-            "restart": 0, "step": 4}
+    from cfwidgets.methods.text_candidates import Candidate
+
+    return Candidate(text=text, valid=valid, rank=rank, p_target=p, edit_distance=1, edit_norm=0.1,
+                     ppl_ratio=1.2, nonword_rate=0.0, keeps_end=True, kind="decode", restart=0,
+                     step=4, score=0.1)
 
 
 def test_candidates_valid_first_repeats_folded_and_wrapped():

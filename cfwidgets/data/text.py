@@ -71,6 +71,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._utils import ProcessCache
+
 __all__ = [
     "CLASS_NAMES",
     "ATTRIBUTE_NAMES",
@@ -357,12 +359,15 @@ def _build_corpora() -> dict:
     }
 
 
-_MEMO: dict = {}
+#: corpora, lexicons and the tokenizer, read or built once per process
+_MEMO = ProcessCache("data.text")
 
 
 def _corpora() -> dict:
-    if "corpora" in _MEMO:
-        return _MEMO["corpora"]
+    return _MEMO.get_or_make("corpora", _read_or_build_corpora)
+
+
+def _read_or_build_corpora() -> dict:
     path = _cache_root() / f"corpora_v{CORPUS_VERSION}.json.gz"
     obj = None
     if path.exists():
@@ -375,7 +380,6 @@ def _corpora() -> dict:
     if obj is None:
         obj = _build_corpora()
         _atomic_write_json_gz(path, obj)
-    _MEMO["corpora"] = obj
     return obj
 
 
@@ -432,15 +436,15 @@ def sentiment_lexicon(n_per_class: int = 400, min_count: int = 20, prior: float 
     the :data:`NEGATION_WORDS` are excluded (negation is its own attribute). Deterministic.
     """
     key = ("lexicon", n_per_class, min_count, prior, min_log_odds)
-    if key in _MEMO:
-        return _MEMO[key]
+    return _MEMO.get_or_make(key, lambda: _read_or_build_lexicon(n_per_class, min_count, prior, min_log_odds))
+
+
+def _read_or_build_lexicon(n_per_class: int, min_count: int, prior: float, min_log_odds: float) -> dict:
     path = _cache_root() / (f"lexicon_v{CORPUS_VERSION}_{n_per_class}_{min_count}_{prior}_"
                             f"{min_log_odds}.json")
     if path.exists():
         try:
-            lex = json.loads(path.read_text())
-            _MEMO[key] = lex
-            return lex
+            return json.loads(path.read_text())
         except ValueError:
             pass
     from collections import Counter
@@ -472,7 +476,6 @@ def sentiment_lexicon(n_per_class: int = 400, min_count: int = 20, prior: float 
     neg = ranked[:n_per_class]
     pos = ranked[-n_per_class:]
     lex = {w: s for w, s in neg + pos}
-    _MEMO[key] = lex
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(lex))
     os.replace(tmp, path)
@@ -548,8 +551,8 @@ def load_tokenizer(path: str | Path | None = None):
         >>> tok.decode(ids, skip_special_tokens=True)
         'the jokes fall flat .'
     """
-    if "tokenizer" in _MEMO and path is None:
-        return _MEMO["tokenizer"]
+    if path is None and "tokenizer" in _MEMO:
+        return _MEMO.get("tokenizer")
     from tokenizers import Tokenizer
 
     p = Path(path) if path is not None else tokenizer_path()
@@ -558,5 +561,5 @@ def load_tokenizer(path: str | Path | None = None):
                                 "cfwidgets.data.text.train_tokenizer(path=...)")
     fast = _wrap_tokenizer(Tokenizer.from_file(str(p)))
     if path is None:
-        _MEMO["tokenizer"] = fast
+        _MEMO.put("tokenizer", fast)
     return fast

@@ -37,7 +37,6 @@ query the *valid* copy closest to ``x`` (pixel L1) wins [METHODS.md].
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,10 +44,11 @@ import torch
 from torch import Tensor
 
 from ..config import knob
-from ..models.conditional import LOCK_WEIGHT, AttributeSpec, check_conditional_generator, spec_of
+from ..models.conditional import AttributeSpec
 from ..objectives import class_loss
-from ..protocols import StepState
-from .base import CounterfactualMethod, Recorder, RunOutput
+from .attribute_base import AttributeMethod, FrozenAtDone, Restarts
+from .base import Recorder, RunOutput
+from .knobs import attribute_weights_knob, class_loss_knob, kappa_knob, record_every_knob
 
 __all__ = ["AIP", "aip_objective"]
 
@@ -91,7 +91,7 @@ def aip_objective(
             "loss": cls_term + beta_z * latent + beta_a * attrs}
 
 
-class AIP(CounterfactualMethod):
+class AIP(AttributeMethod):
     """Attribute-Informed Perturbation: optimise the latent code and the attributes of a
     conditional generator together (Yang et al. 2021).
 
@@ -121,72 +121,24 @@ class AIP(CounterfactualMethod):
                              choices=("both", "z", "a"))
         beta_z: float = knob(0.1, 0.0, 10.0, "Weight of the latent proximity ||z - z0||^2.")
         beta_a: float = knob(1.0, 0.0, 10.0, "Weight of the attribute proximity sum_i w_i |a_i - a0_i|.")
-        attribute_weights: tuple = knob(
-            (), 0.0, LOCK_WEIGHT,
-            "Cost of changing each attribute, one per generator attribute (() = all 1; a "
-            "{name: weight} dict is accepted too). 0 = free, 100 = locked (not optimised).")
+        attribute_weights: tuple = attribute_weights_knob()
         restarts: int = knob(1, 1, 8, "Copies optimised from noisy starts; the valid one closest "
                              "to x (pixel L1) wins.")
         restart_noise: float = knob(0.5, 0.0, 3.0, "Std of the start noise on z0 (and free "
                                     "attributes) of restarts 2..R.")
-        loss: str = knob("ce", doc="Class term: cross-entropy or the margin hinge.",
-                         choices=("ce", "hinge"))
-        kappa: float = knob(2.0, 0.0, 20.0, "Margin of the hinge class term (unused with 'ce').")
-        record_every: int = knob(0, 0, 1000, "Keep a trajectory snapshot every this many steps "
-                                 "(0 = about 25 snapshots over the budget).")
-
-    def __init__(self, classifier, generator, /, *, device=None) -> None:
-        check_conditional_generator(generator)
-        super().__init__(classifier, device=device, generator=generator)
-        gshape = getattr(generator, "input_shape", None)
-        cshape = getattr(classifier, "input_shape", None)
-        if gshape is not None and cshape is not None and tuple(gshape) != tuple(cshape):
-            raise ValueError(f"the generator makes images of shape {tuple(gshape)} but the classifier "
-                             f"expects {tuple(cshape)}.")
-
-    @property
-    def generator(self):
-        return self.components["generator"]
-
-    @property
-    def attribute_spec(self) -> AttributeSpec:
-        return spec_of(self.generator)
-
-    @classmethod
-    def from_zoo(cls, dataset: str = "mnist", *, device="auto", **kwargs) -> AIP:
-        """``dataset``: ``"mnist"``, ``"shapes"`` or ``"shapes-biased"`` (see GCI.from_zoo)."""
-        from .. import zoo
-
-        gen = {"mnist": "mnist/cvae", "shapes": "shapes/cvae", "shapes-biased": "shapes/cvae"}
-        if dataset not in gen:
-            raise ValueError(f"AIP.from_zoo knows {sorted(gen)}, got {dataset!r}.")
-        return cls(zoo.load(f"{dataset}/cnn", device=device), zoo.load(gen[dataset], device=device), **kwargs)
-
-    def explain(self, x, target, config=None, *, callback=None, generator=None, **overrides):
-        w = overrides.get("attribute_weights")
-        if isinstance(w, Mapping):
-            overrides["attribute_weights"] = tuple(self.attribute_spec.weights(dict(w)).tolist())
-        if isinstance(config, Mapping) and isinstance(config.get("attribute_weights"), Mapping):
-            config = dict(config, attribute_weights=tuple(
-                self.attribute_spec.weights(dict(config["attribute_weights"])).tolist()))
-        return super().explain(x, target, config, callback=callback, generator=generator, **overrides)
+        loss: str = class_loss_knob()
+        kappa: float = kappa_knob()
+        record_every: int = record_every_knob()
 
     # ------------------------------------------------------------------ the loop
     def _explain(self, x: Tensor, target: Tensor, cfg: Any, *, probs, callback, generator) -> RunOutput:
-        gen = self.generator
-        spec = spec_of(gen)
-        dev = x.device
-        weights = spec.weights(cfg.attribute_weights).to(dev)
-        locked = weights >= LOCK_WEIGHT
+        gen, spec, dev = self.generator, self.attribute_spec, x.device
+        locked, w_cost = self._costs(cfg, spec, dev)  # (A,) each
         opt_a = cfg.optimise in ("a", "both")
         opt_z = cfg.optimise in ("z", "both")
         free_cols = spec.column_mask((~locked).float()) * float(opt_a)  # (dim,)
         b, r = x.shape[0], cfg.restarts
-        with torch.no_grad():
-            a0 = spec.project(gen.attributes(x))
-            z0 = gen.encode(x)
-            x_rec = gen.decode(z0, a0)
-            probs_rec = self.classifier(x_rec).softmax(-1)
+        a0, z0, x_rec, probs_rec = self._encode(x, spec)
         # restarts: noise on z0 (and the free attributes), shared by all queries
         nz = torch.randn(r, *z0.shape[1:], generator=generator) * cfg.restart_noise
         na = torch.randn(r, spec.dim, generator=generator) * cfg.restart_noise
@@ -200,36 +152,11 @@ class AIP(CounterfactualMethod):
         z = z_start.clone().requires_grad_(opt_z)
         params = ([z] if opt_z else []) + ([a] if opt_a else [])
         opt = torch.optim.Adam(params, lr=cfg.lr)
-        w_cost = torch.where(locked, torch.zeros_like(weights), weights)
-        sel_state: dict = {}
-
-        def select(done: Tensor, dist: Tensor, p_t: Tensor) -> Tensor:
-            """(B,) index into the R*B rows: the valid copy closest to x, else the most confident."""
-            score = torch.where(done.view(r, b), dist.view(r, b), 1e6 - p_t.view(r, b))
-            return score.argmin(0) * b + torch.arange(b, device=dev)
-
-        def wrapped(step: int, state: StepState) -> bool | None:
-            idx = select(state.done, sel_state["dist"], state.target_prob)
-            sub = StepState(step=step, total=state.total, x_cf=state.x_cf[idx], probs=state.probs[idx],
-                            target=target, done=state.done.view(r, b).any(0),
-                            losses={k: v[idx] for k, v in state.losses.items()},
-                            extra={"a": sel_state["a"][idx], "z": sel_state["z"][idx], "restart": idx // b})
-            return callback(step, sub)
-
+        # per query: the valid copy closest to x (mean |x' - x|), else the most confident
+        restarts = Restarts(r, b, dev)
         rec = Recorder(tr, cfg.steps, cfg.confidence, cfg.record_every or None,
-                       wrapped if callback is not None else None)
-        a_frozen, z_frozen = a.detach().clone(), z.detach().clone()
-        a_path: list[Tensor] = []
-        z_path: list[Tensor] = []
-
-        def track(before_done: Tensor, n_traj: int, a_now: Tensor, z_now: Tensor) -> None:
-            nonlocal a_frozen, z_frozen
-            newly = rec.done & ~before_done
-            a_frozen = torch.where(newly[:, None], a_now, a_frozen)
-            z_frozen = torch.where(newly.view(-1, *([1] * (z_now.ndim - 1))), z_now, z_frozen)
-            if len(rec.trajectory) > n_traj:
-                a_path.append(torch.where(rec.done[:, None], a_frozen, a_now).clone())
-                z_path.append(torch.where(rec.done.view(-1, *([1] * (z_now.ndim - 1))), z_frozen, z_now).clone())
+                       restarts.callback(callback, target))
+        frozen = FrozenAtDone(a=a, z=z)  # a copy's variables stop where it reached the target
 
         for step in range(cfg.steps):
             x_cf = gen.decode(z, a)
@@ -237,10 +164,10 @@ class AIP(CounterfactualMethod):
             parts = aip_objective(logits, tr, z, z0r, a, a0r, spec, weights=w_cost, beta_z=cfg.beta_z,
                                   beta_a=cfg.beta_a, loss=cfg.loss, kappa=cfg.kappa)
             loss = parts["loss"]  # (R*B,)  eq. (1)
-            sel_state.update(dist=(x_cf - xr).abs().flatten(1).mean(1).detach(), a=a.detach(), z=z.detach())
-            before, n_traj = rec.done.clone(), len(rec.trajectory)
+            restarts.live((x_cf - xr).abs().flatten(1).mean(1).detach(), a=a.detach(), z=z.detach())
+            frozen.mark(rec)
             stop = rec.observe(step, x_cf, logits.softmax(-1), parts)
-            track(before, n_traj, a.detach(), z.detach())
+            frozen.track(rec, a=a.detach(), z=z.detach())
             if stop:
                 break
             opt.zero_grad(set_to_none=True)
@@ -255,31 +182,22 @@ class AIP(CounterfactualMethod):
             a_last, z_last = a.detach(), z.detach()
             x_last = gen.decode(z_last, a_last)
             probs_last = self.classifier(x_last).softmax(-1)
-        before, n_traj = rec.done.clone(), len(rec.trajectory)
+        frozen.mark(rec)
         x_out, p_out = rec.finish(x_last, probs_last)
-        track(before, n_traj, a_last, z_last)
-        zshape = (-1,) + (1,) * (z_last.ndim - 1)
-        a_out = torch.where(rec.done[:, None], a_frozen, a_last)
-        z_out = torch.where(rec.done.view(zshape), z_frozen, z_last)
+        frozen.track(rec, a=a_last, z=z_last)
+        a_out = frozen.final(rec.done, "a", a_last)
+        z_out = frozen.final(rec.done, "z", z_last)
         dist = (x_out - xr).abs().flatten(1).mean(1)
-        idx = select(rec.done, dist, p_out.gather(1, tr[:, None])[:, 0])
-        out = rec.output(x_out[idx], p_out[idx])
-        out.trajectory = [t[idx] for t in out.trajectory]
-        out.steps, out.nonfinite = out.steps[idx], out.nonfinite[idx]
+        idx = restarts.best(rec.done, dist, p_out.gather(1, tr[:, None])[:, 0])
+        out = restarts.select_output(rec.output(x_out[idx], p_out[idx]), idx)
         a_cf, z_cf = a_out[idx], z_out[idx]
         meta = spec.report(a0, a_cf)
         meta.update({
             "a0": a0, "a_cf": a_cf, "z0": z0, "z_cf": z_cf,
             "latent_distance": (z_cf - z0).flatten(1).norm(dim=1),
-            "a_path": torch.stack([p[idx] for p in a_path], 1),  # (B, T, dim)
-            "z_path": torch.stack([p[idx] for p in z_path], 1),  # (B, T, Dz)
-            "x_rec": x_rec, "probs_rec": probs_rec,
-            # False where the generator's reconstruction G(x, a0) is already classified
-            # differently from x: its counterfactual says more about the generator than f
-            "rec_keeps_class": probs_rec.argmax(1) == probs.argmax(1),
-            "restart": idx // b,
-            "locked": [n for n, lk in zip(spec.names, locked.tolist(), strict=True) if lk],
-            "attribute_spec": spec.to_dict(),
+            "a_path": frozen.path_of("a", idx),  # (B, T, dim)
+            "z_path": frozen.path_of("z", idx),  # (B, T, Dz)
         })
+        meta.update(self._shared_meta(spec, x_rec, probs_rec, probs, restarts.restart_of(idx), locked))
         out.meta = meta
         return out

@@ -73,9 +73,7 @@ name, a classifier that cannot take soft tokens with ``search="gradient"`` raise
 from __future__ import annotations
 
 import hashlib
-import math
 import warnings
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -84,17 +82,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import knob
-from ..data.text import BOS_ID, EOS_ID, normalize_text
-from ..metrics.text import corpus_vocabulary, levenshtein, nonword_rate, word_edits, words
+from ..data.text import BOS_ID, EOS_ID, PAD_ID, normalize_text
+from ..metrics.text import word_edits
 from ..models.conditional import LOCK_WEIGHT, AttributeSpec
 from ..models.text_adapters import as_text_classifier, check_texts, vocab_key
+from ..models.text_generator import mask_after_eos
 from ..objectives import class_loss
 from ..protocols import StepState
 from .aip import AIP, aip_objective
-from .base import RunOutput
-from .text_base import TextCounterfactualMethod
+from .attribute_base import Restarts
+from .base import RunOutput, named_attribute_weights
+from .knobs import class_loss_knob, kappa_knob
+from .text_base import TextCounterfactualMethod, cut_to_fit
+from .text_candidates import Decode, add_variants, first_decodes, rank, ranked_by
 
-__all__ = ["AIPText", "TEXT_ATTRIBUTE_SPEC", "repair_words", "text_attribute_spec", "transfer_edits"]
+__all__ = ["AIPText", "TEXT_ATTRIBUTE_SPEC", "text_attribute_spec"]
 
 
 def text_attribute_spec(names=("sentiment", "length", "negation", "intensifier")) -> AttributeSpec:
@@ -170,9 +172,8 @@ class AIPText(TextCounterfactualMethod):
                              "gives a candidate; the best valid one is returned.")
         restart_noise: float = knob(0.3, 0.0, 3.0, "Std of the start noise on z0 (and the free "
                                     "attributes) of restarts 2..R.")
-        loss: str = knob("ce", doc="Class term: cross-entropy or the margin hinge.",
-                         choices=("ce", "hinge"))
-        kappa: float = knob(2.0, 0.0, 20.0, "Margin of the hinge class term (unused with 'ce').")
+        loss: str = class_loss_knob()
+        kappa: float = kappa_knob()
         temperature: float = knob(1.0, 0.05, 5.0, "Soft-decode temperature at the first step "
                                   "(annealed geometrically to temperature_end).")
         temperature_end: float = knob(0.3, 0.05, 5.0, "Soft-decode temperature at the last step.")
@@ -277,15 +278,10 @@ class AIPText(TextCounterfactualMethod):
 
     # ------------------------------------------------------------------ inputs
     def explain(self, x, target, config=None, *, callback=None, generator=None, **overrides):
-        w = overrides.get("attribute_weights")
-        if isinstance(w, Mapping):
-            overrides["attribute_weights"] = tuple(self.attribute_spec.weights(dict(w)).tolist())
-        if isinstance(config, Mapping) and isinstance(config.get("attribute_weights"), Mapping):
-            config = dict(config, attribute_weights=tuple(
-                self.attribute_spec.weights(dict(config["attribute_weights"])).tolist()))
+        config, overrides = named_attribute_weights(self.attribute_spec, config, overrides)
         return super().explain(x, target, config, callback=callback, generator=generator, **overrides)
 
-    def check_inputs(self, x: Any, cfg: Any = None) -> list[str]:
+    def fit_inputs(self, x: Any, cfg: Any = None) -> tuple[list[str], list[int]]:
         """Normalise the sentences; cut (with a warning) or refuse those longer than the
         generator's limit (``long_inputs``)."""
         texts = [normalize_text(t) for t in check_texts(x)]
@@ -296,29 +292,17 @@ class AIPText(TextCounterfactualMethod):
         gen = self.generator
         limit = int(gen.config.max_len) if hasattr(gen, "config") else 48
         long = [i for i, flag in enumerate(gen.too_long(texts)) if flag]
-        self._truncated = long
         if long:
             mode = cfg.long_inputs if cfg is not None else "truncate"
             if mode == "refuse":
                 raise ValueError(f"sentence(s) {long[:10]} exceed the generator's limit of {limit} "
                                  f"tokens; shorten them, or pass long_inputs='truncate' to cut them.")
             for i in long:
-                texts[i] = self._cut(texts[i])
+                texts[i] = cut_to_fit(texts[i], lambda t: self.generator.too_long([t])[0])
             warnings.warn(f"sentence(s) {long[:10]} exceed the generator's limit of {limit} tokens "
                           f"and were cut to the words that fit (long_inputs='truncate'); the "
                           f"result's x holds the cut text.", UserWarning, stacklevel=3)
-        return texts
-
-    def _cut(self, text: str) -> str:
-        ws = text.split()
-        lo, hi = 1, len(ws)
-        while lo < hi:  # the longest prefix of words that fits
-            mid = (lo + hi + 1) // 2
-            if self.generator.too_long([" ".join(ws[:mid])])[0]:
-                hi = mid - 1
-            else:
-                lo = mid
-        return " ".join(ws[:lo])
+        return texts, long
 
     def _resolve_search(self, cfg) -> str:
         if cfg.search == "gradient":
@@ -353,7 +337,7 @@ class AIPText(TextCounterfactualMethod):
         spec = self.attribute_spec
         dev = probs.device
         b, r_n = len(texts), cfg.restarts
-        n = b * r_n  # rows: restart-major (row = r * b + i)
+        rs = Restarts(r_n, b, "cpu")  # rows restart-major: row = restart * B + query
         search = self._resolve_search(cfg)
         limit = int(getattr(getattr(gen, "config", None), "max_len", cfg.max_len))
         if cfg.max_len > limit:  # the knob's range is the zoo generator's; a smaller one caps it
@@ -387,447 +371,322 @@ class AIPText(TextCounterfactualMethod):
         nz[0], na[0] = 0, 0
         zm_r = zm.repeat(r_n, 1)  # (N, S)
         zmf = zm_r.to(z0.dtype)[..., None]  # (N, S, 1)
-        z0_r = z0.repeat(r_n, 1, 1)
-        a0_r = a0.repeat(r_n, 1)
-        t_r = target.repeat(r_n)
-        caps_r = caps.repeat(r_n)  # (N,)
-        with torch.no_grad():
-            z_start = z0_r + nz.to(dev).repeat_interleave(b, 0) * zmf * float(opt_z)
-            a_start = spec.project(a0_r + na.to(dev).repeat_interleave(b, 0) * free_cols)
-            a_start = torch.where(free_cols.bool(), a_start, a0_r)
         n_coord = (zm_r.sum(1).float() * k_dim).clamp_min(1.0)  # (N,)
-        scale = (1.0 / n_coord.sqrt()).view(-1, 1, 1)
-
-        def zn(z: Tensor, rows: Tensor) -> Tensor:
-            """Latent scaled so that ||zn - zn0||^2 is the mean squared change per coordinate."""
-            return z * zmf[rows] * scale[rows]
-
-        row_text = [texts[i % b] for i in range(n)]
-        row_restart = [i // b for i in range(n)]
-        gens = [torch.Generator().manual_seed(_row_seed(seed, row_text[i], row_restart[i])) for i in range(n)]
-
-        # ---- bookkeeping
-        done = torch.zeros(n, dtype=torch.bool)
-        nonfinite = torch.zeros(n, dtype=torch.bool)  # rows halted by the NaN/inf guard
-        cand: list[dict | None] = [None] * n
-        cur_text: list[str] = [""] * n
-        cur_probs = torch.zeros(n, probs.shape[1])
-        cur_a = a_start.clone()
-        snapshots: list[tuple[int, list[str], Tensor]] = []
-        losses: dict[str, list[float]] = {"loss": [], "class": [], "latent": [], "attributes": []}
-        stopped = False
-
-        def verdict(rows: list[int], ids: Tensor, step: int, z_now: Tensor, a_now: Tensor) -> None:
-            txt = gen.decode_texts(ids)
-            pr = self.score_texts(txt).cpu()
-            for j, i in enumerate(rows):
-                cur_text[i] = txt[j]
-                cur_probs[i] = pr[j]
-                cur_a[i] = a_now[j].detach()
-                pt = float(pr[j, int(t_r[i])])
-                if pt >= cfg.confidence and not done[i]:
-                    done[i] = True
-                    cand[i] = {"text": txt[j], "probs": pr[j].clone(), "step": step,
-                               "a": a_now[j].detach().cpu().clone(),
-                               "z_dist": float(((z_now[j] - z0_r[i]) * zmf[i]).pow(2).sum() / n_coord[i])}
-
-        def snapshot(step: int) -> None:
-            snapshots.append((step, list(cur_text), cur_probs.clone()))
-
-        def report(step: int, parts_rows: dict[int, dict[str, float]]) -> bool:
-            if callback is None:
-                return False
-            rows = [self._shown_row(i, b, r_n, done) for i in range(b)]
-            st = StepState(
-                step=step, total=cfg.steps, x_cf=[cur_text[i] for i in rows],
-                probs=cur_probs[rows].to(dev), target=target,
-                done=done.view(r_n, b).any(0).to(dev),
-                losses={k: torch.tensor([parts_rows.get(i, {}).get(k, 0.0) for i in rows])
-                        for k in ("loss", "class", "latent", "attributes")},
-                extra={"search": search, "restart": [i // b for i in rows],
-                       "a": cur_a[rows].clone()})
-            return bool(callback(step, st))
-
-        all_rows = torch.arange(n)
+        rows = _Rows(z0=z0.repeat(r_n, 1, 1), a0=a0.repeat(r_n, 1), mask=zm_r, maskf=zmf,
+                     target=target.repeat(r_n), n_coord=n_coord, caps=caps.repeat(r_n),
+                     free_cols=free_cols, w_cost=w_cost, max_s=max_s,
+                     noise=[torch.Generator().manual_seed(_row_seed(seed, texts[rs.query_of(i)], rs.restart_of(i)))
+                            for i in range(b * r_n)])
+        with torch.no_grad():
+            z_start = rows.z0 + nz.to(dev).repeat_interleave(b, 0) * zmf * float(opt_z)
+            a_start = spec.project(rows.a0 + na.to(dev).repeat_interleave(b, 0) * free_cols)
+            a_start = torch.where(free_cols.bool(), a_start, rows.a0)
+        track = _Track(self, cfg, rows, rs, a_start, probs.shape[1], target, search, callback)
         with torch.no_grad():
             ids = gen.generate(z_start, a_start, zm_r, max_len=cfg.max_len, mode=cfg.decode,
-                               beams=cfg.beams, max_lens=caps_r)
-        prefix = [ids[i] for i in range(n)]
-        verdict(list(range(n)), ids, 0, z_start, a_start)
-        snapshot(0)
+                               beams=cfg.beams, max_lens=rows.caps)
+        track.verdict(list(range(b * r_n)), ids, 0, z_start, a_start)
+        track.snapshot(0)
         if search == "random":
-            stopped = self._random_search(cfg, gen, spec, z_start, a_start, z0_r, a0_r, zm_r, zmf,
-                                          t_r, n_coord, free_cols, w_cost, done, verdict, snapshot,
-                                          report, losses, gens, caps=caps_r)
+            self._random_search(cfg, rows, track, z_start, a_start)
         else:
             diff_clf = self.classifier_adapter if search == "gradient" else self.surrogate
-            z = z_start.clone().requires_grad_(opt_z)
-            a = a_start.clone().requires_grad_(opt_a)
-            groups = ([{"params": [z], "lr": cfg.lr}] if opt_z else []) + (
-                [{"params": [a], "lr": cfg.lr_attributes}] if opt_a else [])
-            opt = torch.optim.Adam(groups)
-            clf_max = int(getattr(diff_clf, "max_len", 512))
-            vocab = int(diff_clf.vocab_size)
-            for step in range(cfg.steps):
-                act = all_rows[~done & ~nonfinite]
-                if act.numel() == 0:
-                    break
-                frac = step / max(1, cfg.steps - 1)
-                tau = cfg.temperature * (cfg.temperature_end / cfg.temperature) ** frac
-                pre = _pad_ids([prefix[int(i)] for i in act], dev)  # (Na, T)
-                with torch.enable_grad():
-                    z_a, a_a = z[act.to(dev)], a[act.to(dev)]
-                    logits = gen.decode_logits(z_a, a_a, pre[:, :-1], zm_r[act])  # (Na, T-1, V)
-                    if cfg.gumbel:
-                        logits = logits + self._gumbel(logits.shape, [gens[int(i)] for i in act],
-                                                       pre).to(logits.device, logits.dtype)
-                    y = torch.softmax(logits / tau, dim=-1)
-                    bos = F.one_hot(pre[:, :1], vocab).to(y.dtype)
-                    soft = torch.cat([bos, y], dim=1)[:, :clf_max]  # (Na, T, V)
-                    mask = _mask_after_eos(pre)[:, :clf_max]
-                    logits_c = diff_clf.forward_soft(soft, mask)
-                    rows_d = act.to(dev)
-                    parts = aip_objective(logits_c.float(), t_r[rows_d], zn(z_a, rows_d), zn(z0_r[rows_d], rows_d),
-                                          a_a, a0_r[rows_d], spec, weights=w_cost, beta_z=cfg.beta_z,
-                                          beta_a=cfg.beta_a, loss=cfg.loss, kappa=cfg.kappa)
-                    opt.zero_grad(set_to_none=True)
-                    parts["loss"].sum().backward()  # rows are independent
-                if opt_a:
-                    a.grad.mul_(free_cols)
-                opt.step()
-                if opt_a:
-                    with torch.no_grad():
-                        a.copy_(torch.where(free_cols.bool(), spec.project(a), a0_r))
-                for k in losses:
-                    v = parts[k].detach()
-                    losses[k].append(float(v[torch.isfinite(v)].mean()) if bool(torch.isfinite(v).any())
-                                     else float("nan"))
-                parts_rows = {int(i): {k: float(parts[k][j].detach()) for k in losses} for j, i in enumerate(act)}
-                # NaN/inf guard (shared rule of the Recorder): a row whose loss broke keeps
-                # its last decode, takes no further step and is flagged in meta["nonfinite"]
-                nf = ~torch.isfinite(parts["loss"].detach()).cpu()
-                if bool(nf.any()):
-                    nonfinite[act[nf]] = True
-                    act = act[~nf]
-                if act.numel() and ((step + 1) % cfg.decode_every == 0 or step == cfg.steps - 1):
-                    with torch.no_grad():
-                        zd, ad = z.detach()[act.to(dev)], a.detach()[act.to(dev)]
-                        ids = gen.generate(zd, ad, zm_r[act], max_len=cfg.max_len, mode=cfg.decode,
-                                           beams=cfg.beams, max_lens=caps_r[act])
-                    for j, i in enumerate(act.tolist()):
-                        prefix[i] = ids[j]
-                    verdict(act.tolist(), ids, step + 1, zd, ad)
-                    snapshot(step + 1)
-                if report(step, parts_rows):
-                    stopped = True
-                    break
-        out = self._finish(texts, target, cfg, search, probs, a0, a_start, x_rec, probs_rec, cand,
-                           cur_text, cur_probs, cur_a, done, snapshots, losses, stopped, b, r_n)
-        out.nonfinite = nonfinite  # (restarts * B,), restart-major: folded per sentence by the base
+            self._gradient_search(cfg, rows, track, z_start, a_start, ids, diff_clf, opt_z, opt_a)
+        out = self._finish(texts, target, cfg, search, probs, a0, x_rec, probs_rec, track)
+        out.nonfinite = track.nonfinite  # (restarts * B,), restart-major: folded per sentence by the base
         return out
 
-    @staticmethod
-    def _shown_row(i: int, b: int, r_n: int, done: Tensor) -> int:
-        """The row shown for sentence ``i``: its first finished restart, else restart 0."""
-        for r in range(r_n):
-            if bool(done[r * b + i]):
-                return r * b + i
-        return i
+    def _gradient_search(self, cfg, rows: _Rows, track: _Track, z_start: Tensor, a_start: Tensor,
+                         ids: Tensor, diff_clf, opt_z: bool, opt_a: bool) -> None:
+        """Adam on (z, a) with eq. (1) through Gumbel-softmax soft decodes of the current
+        greedy prefix (``diff_clf``: the classifier, or a surrogate sharing the vocabulary);
+        every ``decode_every`` steps a hard decode is scored by the classifier."""
+        gen, spec, dev = self.generator, self.attribute_spec, z_start.device
+        n = z_start.shape[0]
+        prefix = [ids[i] for i in range(n)]
+        z = z_start.clone().requires_grad_(opt_z)
+        a = a_start.clone().requires_grad_(opt_a)
+        groups = ([{"params": [z], "lr": cfg.lr}] if opt_z else []) + (
+            [{"params": [a], "lr": cfg.lr_attributes}] if opt_a else [])
+        opt = torch.optim.Adam(groups)
+        clf_max = int(getattr(diff_clf, "max_len", 512))
+        vocab = int(diff_clf.vocab_size)
+        all_rows = torch.arange(n)
+        for step in range(cfg.steps):
+            act = all_rows[~track.done & ~track.nonfinite]
+            if act.numel() == 0:
+                break
+            frac = step / max(1, cfg.steps - 1)
+            tau = cfg.temperature * (cfg.temperature_end / cfg.temperature) ** frac
+            pre = _pad_ids([prefix[int(i)] for i in act], dev)  # (Na, T)
+            with torch.enable_grad():
+                z_a, a_a = z[act.to(dev)], a[act.to(dev)]
+                logits = gen.decode_logits(z_a, a_a, pre[:, :-1], rows.mask[act])  # (Na, T-1, V)
+                if cfg.gumbel:
+                    logits = logits + self._gumbel(logits.shape, [rows.noise[int(i)] for i in act],
+                                                   pre).to(logits.device, logits.dtype)
+                y = torch.softmax(logits / tau, dim=-1)
+                bos = F.one_hot(pre[:, :1], vocab).to(y.dtype)
+                soft = torch.cat([bos, y], dim=1)[:, :clf_max]  # (Na, T, V)
+                mask = _real_tokens(pre)[:, :clf_max]
+                logits_c = diff_clf.forward_soft(soft, mask)
+                rows_d = act.to(dev)
+                parts = aip_objective(logits_c.float(), rows.target[rows_d], rows.zn(z_a, rows_d),
+                                      rows.zn(rows.z0[rows_d], rows_d), a_a, rows.a0[rows_d], spec,
+                                      weights=rows.w_cost, beta_z=cfg.beta_z, beta_a=cfg.beta_a,
+                                      loss=cfg.loss, kappa=cfg.kappa)  # eq. (1)
+                opt.zero_grad(set_to_none=True)
+                parts["loss"].sum().backward()  # rows are independent
+            if opt_a:
+                a.grad.mul_(rows.free_cols)
+            opt.step()
+            if opt_a:
+                with torch.no_grad():
+                    a.copy_(torch.where(rows.free_cols.bool(), spec.project(a), rows.a0))
+            for k in track.losses:
+                v = parts[k].detach()
+                track.losses[k].append(float(v[torch.isfinite(v)].mean()) if bool(torch.isfinite(v).any())
+                                       else float("nan"))
+            parts_rows = {int(i): {k: float(parts[k][j].detach()) for k in track.losses}
+                          for j, i in enumerate(act)}
+            # NaN/inf guard (shared rule of the Recorder): a row whose loss broke keeps
+            # its last decode, takes no further step and is flagged in meta["nonfinite"]
+            nf = ~torch.isfinite(parts["loss"].detach()).cpu()
+            if bool(nf.any()):
+                track.nonfinite[act[nf]] = True
+                act = act[~nf]
+            if act.numel() and ((step + 1) % cfg.decode_every == 0 or step == cfg.steps - 1):
+                with torch.no_grad():
+                    zd, ad = z.detach()[act.to(dev)], a.detach()[act.to(dev)]
+                    ids = gen.generate(zd, ad, rows.mask[act], max_len=cfg.max_len, mode=cfg.decode,
+                                       beams=cfg.beams, max_lens=rows.caps[act])
+                for j, i in enumerate(act.tolist()):
+                    prefix[i] = ids[j]
+                track.verdict(act.tolist(), ids, step + 1, zd, ad)
+                track.snapshot(step + 1)
+            if track.report(step, parts_rows):
+                return
 
     @staticmethod
     def _gumbel(shape, gens: list[torch.Generator], prefix: Tensor) -> Tensor:
         """Gumbel(0, 1) noise ``(Na, T-1, V)`` drawn row by row from per-row generators
         (only for the row's real positions, so padding never changes a row's noise)."""
         out = torch.zeros(shape)
-        lengths = _mask_after_eos(prefix).sum(1).tolist()
+        lengths = _real_tokens(prefix).sum(1).tolist()
         for j, g in enumerate(gens):
             t = max(1, min(shape[1], int(lengths[j]) - 1))
             e = torch.empty(t, shape[2]).exponential_(generator=g).clamp_(min=1e-12)
             out[j, :t] = -e.log_()
         return out
 
-    def _random_search(self, cfg, gen, spec, z_start, a_start, z0_r, a0_r, zm_r, zmf, t_r, n_coord,
-                       free_cols, w_cost, done, verdict, snapshot, report, losses, gens,
-                       caps: Tensor) -> bool:
-        """Gradient-free (1 + lambda) evolution of (z, a) scored on hard decodes."""
-        dev = z_start.device
+    def _random_search(self, cfg, rows: _Rows, track: _Track, z_start: Tensor, a_start: Tensor) -> None:
+        """Gradient-free (1 + lambda) evolution of (z, a) scored on hard decodes: per step,
+        ``population`` perturbations of each row's best, the best of them replaces it if
+        its eq. (1) is lower."""
+        gen, spec, dev = self.generator, self.attribute_spec, z_start.device
         n = z_start.shape[0]
-        max_s = int(getattr(getattr(gen, "config", None), "max_len", z_start.shape[1])) + 2
         opt_z = cfg.optimise in ("z", "both")
         p = cfg.population
 
-        def fitness(rows: Tensor, z: Tensor, a: Tensor, txt: list[str]) -> dict[str, Tensor]:
+        def fitness(idx: Tensor, z: Tensor, a: Tensor, txt: list[str]) -> dict[str, Tensor]:
             logits = self.classifier([t if t.strip() else "." for t in txt]).float()
-            lat = ((z - z0_r[rows]) * zmf[rows]).pow(2).flatten(1).sum(1) / n_coord[rows]
-            cls = class_loss(logits, t_r[rows], cfg.loss, cfg.kappa)
-            att = spec.cost(a, a0_r[rows], w_cost)
+            lat = ((z - rows.z0[idx]) * rows.maskf[idx]).pow(2).flatten(1).sum(1) / rows.n_coord[idx]
+            cls = class_loss(logits, rows.target[idx], cfg.loss, cfg.kappa)
+            att = spec.cost(a, rows.a0[idx], rows.w_cost)
             return {"class": cls, "latent": lat, "attributes": att,
                     "loss": cls + cfg.beta_z * lat + cfg.beta_a * att, "probs": logits.softmax(-1)}
 
         with torch.no_grad():
-            rows = torch.arange(n, device=dev)
-            ids = gen.generate(z_start, a_start, zm_r, max_len=cfg.max_len, max_lens=caps)
-            best = fitness(rows, z_start, a_start, gen.decode_texts(ids))
+            ids = gen.generate(z_start, a_start, rows.mask, max_len=cfg.max_len, max_lens=rows.caps)
+            best = fitness(torch.arange(n, device=dev), z_start, a_start, gen.decode_texts(ids))
             z_best, a_best, f_best = z_start.clone(), a_start.clone(), best["loss"].clone()
+            s_len, k_dim = z_start.shape[1:]
             for step in range(cfg.steps):
-                act = torch.nonzero(~done.to(dev))[:, 0]
+                act = torch.nonzero(~track.done.to(dev))[:, 0]
                 if act.numel() == 0:
                     break
                 na = act.numel()
-                # perturbations drawn per row from its own generator (batch-independent)
-                s_len, k_dim = z_start.shape[1:]
+                # perturbations drawn per row from its own generator (batch-independent), at
+                # the generator's full length, then cut: the batch's padding must not change them
                 ez = torch.zeros(na, p, s_len, k_dim)
                 ea = torch.zeros(na, p, spec.dim)
                 for j, i in enumerate(act.tolist()):
-                    # drawn at the generator's full length, then cut: the batch's padding
-                    # must not change a row's noise
-                    ez[j] = torch.randn(p, max(max_s, s_len), k_dim, generator=gens[i])[:, :s_len]
-                    ea[j] = torch.randn(p, spec.dim, generator=gens[i])
-                zc = (z_best[act, None] + cfg.search_noise * ez.to(dev) * zmf[act, None] * float(opt_z))
-                ac = a_best[act, None] + cfg.search_noise * ea.to(dev) * free_cols
-                zc = zc.flatten(0, 1)
+                    ez[j] = torch.randn(p, max(rows.max_s, s_len), k_dim, generator=rows.noise[i])[:, :s_len]
+                    ea[j] = torch.randn(p, spec.dim, generator=rows.noise[i])
+                zc = (z_best[act, None] + cfg.search_noise * ez.to(dev) * rows.maskf[act, None] * float(opt_z))
+                ac = a_best[act, None] + cfg.search_noise * ea.to(dev) * rows.free_cols
+                zc = zc.flatten(0, 1)  # (Na * P, S, k), row-major: row j's P perturbations together
                 ac = spec.project(ac.flatten(0, 1))
-                ac = torch.where(free_cols.bool(), ac, a0_r[act].repeat_interleave(p, 0))
+                ac = torch.where(rows.free_cols.bool(), ac, rows.a0[act].repeat_interleave(p, 0))
                 rows_c = act.repeat_interleave(p)
-                ids = gen.generate(zc, ac, zm_r[rows_c], max_len=cfg.max_len, max_lens=caps[rows_c.cpu()])
-                txt = gen.decode_texts(ids)
-                f = fitness(rows_c, zc, ac, txt)
+                ids = gen.generate(zc, ac, rows.mask[rows_c], max_len=cfg.max_len,
+                                   max_lens=rows.caps[rows_c.cpu()])
+                f = fitness(rows_c, zc, ac, gen.decode_texts(ids))
                 fl = f["loss"].view(na, p)
                 jbest = fl.argmin(1)
-                pick = torch.arange(na, device=dev) * p + jbest
+                pick = torch.arange(na, device=dev) * p + jbest  # each row's best perturbation
                 better = fl.min(1).values < f_best[act]
                 upd = act[better]
                 z_best[upd] = zc[pick[better]]
                 a_best[upd] = ac[pick[better]]
                 f_best[upd] = fl.min(1).values[better]
-                for k in losses:
-                    losses[k].append(float(f[k].view(na, p).gather(1, jbest[:, None]).mean()))
+                for k in track.losses:
+                    track.losses[k].append(float(f[k].view(na, p).gather(1, jbest[:, None]).mean()))
                 # the verdict on the best perturbation of each row (hard text, target model)
-                sel_ids = ids[pick]
-                verdict(act.tolist(), sel_ids, step + 1, zc[pick], ac[pick])
+                track.verdict(act.tolist(), ids[pick], step + 1, zc[pick], ac[pick])
                 if (step + 1) % cfg.decode_every == 0 or step == cfg.steps - 1:
-                    snapshot(step + 1)
-                parts_rows = {int(i): {k: float(f[k][int(pick[j])]) for k in losses} for j, i in enumerate(act)}
-                if report(step, parts_rows):
-                    return True
-        return False
+                    track.snapshot(step + 1)
+                parts_rows = {int(i): {k: float(f[k][int(pick[j])]) for k in track.losses}
+                              for j, i in enumerate(act)}
+                if track.report(step, parts_rows):
+                    return
 
-    def _finish(self, texts, target, cfg, search, probs, a0, a_start, x_rec, probs_rec, cand, cur_text,
-                cur_probs, cur_a, done, snapshots, losses, stopped, b, r_n) -> RunOutput:
+    def _finish(self, texts, target, cfg, search, probs, a0, x_rec, probs_rec, track: _Track) -> RunOutput:
         spec = self.attribute_spec
-        n = b * r_n
+        rs = track.restarts
         # candidates per sentence: each restart's first valid decode, else its last decode
-        pool: list[list[dict]] = [[] for _ in range(b)]
-        for i in range(n):
-            q = i % b
-            c = cand[i]
-            if c is None:
-                c = {"text": cur_text[i], "probs": cur_probs[i].clone(), "step": None,
-                     "a": cur_a[i].detach().cpu().clone(), "z_dist": float("nan")}
-            c = dict(c, restart=i // b, valid=bool(done[i]) and c["step"] is not None, kind="decode")
-            pool[q].append(c)
+        pool = first_decodes([[track.decode_of(rs.row(r, q)) for q in range(rs.b)] for r in range(rs.r)])
         if cfg.transfer_edits:
-            extra = []
-            vocab = corpus_vocabulary() if cfg.nonword_weight > 0 else None
-            for q in range(b):
-                have = {c["text"] for c in pool[q]} | {texts[q]}
-                own = set(texts[q].split())
-                for c in list(pool[q]):
-                    variants = [(transfer_edits(texts[q], x_rec[q], c["text"]), "transferred")]
-                    if vocab is not None:  # the same without edits that bring in unknown words
-                        variants.append((transfer_edits(
-                            texts[q], x_rec[q], c["text"],
-                            keep=lambda ws, own=own: all(w in vocab or w in own for w in ws)),
-                            "transferred, known words"))
-                        variants.append((repair_words(texts[q], c["text"], vocab), "repaired"))
-                    for t, kind in variants:
-                        if t and t not in have:
-                            have.add(t)
-                            extra.append((q, dict(c, text=t, kind=kind)))
-            if extra:
-                pr = self.score_texts([c["text"] for _, c in extra]).cpu()
-                for (q, c), p in zip(extra, pr, strict=True):
-                    c["probs"] = p
-                    c["valid"] = float(p[int(target[q])]) >= cfg.confidence
-                    pool[q].append(c)
+            add_variants(pool, texts, x_rec, known_words=cfg.nonword_weight > 0, score=self.score_texts,
+                         target=target, confidence=cfg.confidence)
         lm = self.lm
-        ppl_src = None
-        if lm is not None:
-            flat = [c["text"] or "." for q in range(b) for c in pool[q]]
-            with torch.no_grad():
-                ppl = lm.perplexity(list(texts) + flat).float().cpu()
-            ppl_src, ppl_c = ppl[:b], ppl[b:]
-            k = 0
-            for q in range(b):
-                for c in pool[q]:
-                    c["ppl"] = float(ppl_c[k])
-                    c["ppl_ratio"] = float(ppl_c[k] / ppl_src[q])
-                    k += 1
-        chosen = []
-        for q in range(b):
-            src_w = words(texts[q], normalize=False)
-            if cfg.nonword_weight > 0:
-                nw = nonword_rate([c["text"] for c in pool[q]], [texts[q]] * len(pool[q])).tolist()
-            else:
-                nw = [0.0] * len(pool[q])
-            src_end = src_w[-1] if src_w and not any(ch.isalnum() for ch in src_w[-1]) else None
-            for c, c_nw in zip(pool[q], nw, strict=True):
-                cw = words(c["text"], normalize=False)
-                c["keeps_end"] = src_end is None or cw[-1:] == [src_end]
-                d = levenshtein(src_w, cw)
-                c["edit_distance"] = d
-                c["edit_norm"] = d / max(1, len(src_w))
-                c["nonword_rate"] = c_nw
-                c["p_target"] = float(c["probs"][int(target[q])])
-                flu = max(0.0, math.log(c["ppl_ratio"])) if "ppl_ratio" in c and c["ppl_ratio"] > 0 else 0.0
-                c["score"] = (c["edit_norm"] + cfg.fluency_weight * flu + cfg.nonword_weight * c_nw
-                              + cfg.ending_weight * (not c["keeps_end"]))
-            order = sorted(range(len(pool[q])), key=lambda j: (not pool[q][j]["valid"], pool[q][j]["score"],
-                                                               -pool[q][j]["p_target"]))
-            chosen.append(pool[q][order[0]])
-            for rank, j in enumerate(order):
-                pool[q][j]["rank"] = rank
-        x_cf = [c["text"] for c in chosen]
-        probs_cf = torch.stack([c["probs"] for c in chosen]).to(probs.device)
-        steps_used = torch.tensor([c["step"] if c["step"] is not None else
+        ranked, ppl_src = rank(pool, texts, target, lm=lm, fluency_weight=cfg.fluency_weight,
+                               nonword_weight=cfg.nonword_weight, ending_weight=cfg.ending_weight)
+        chosen = [cands[0] for cands in ranked]
+        x_cf = [c.text for c in chosen]
+        probs_cf = torch.stack([c.probs for c in chosen]).to(probs.device)
+        snapshots = track.snapshots
+        steps_used = torch.tensor([c.step if c.step is not None else
                                    (snapshots[-1][0] if snapshots else 0) for c in chosen])
-        restart = [c["restart"] for c in chosen]
-        traj = [[snap[1][restart[q] * b + q] for q in range(b)] for snap in snapshots]
+        restart = [c.restart for c in chosen]
+        traj = [[snap[1][rs.row(restart[q], q)] for q in range(rs.b)] for snap in snapshots]
         traj_steps = [s[0] for s in snapshots]
         if traj and traj[-1] != x_cf:  # a transferred candidate won: end the path on it
             traj.append(list(x_cf))
             traj_steps.append(traj_steps[-1])
-        a_cf = torch.stack([c["a"] for c in chosen]).float()
-        table = [[{"text": c["text"], "valid": c["valid"], "p_target": round(c["p_target"], 4),
-                   "edit_distance": c["edit_distance"], "edit_norm": round(c["edit_norm"], 4),
-                   "nonword_rate": round(c["nonword_rate"], 4), "keeps_end": c["keeps_end"],
-                   "ppl_ratio": round(c["ppl_ratio"], 4) if "ppl_ratio" in c else None,
-                   "restart": c["restart"], "step": c["step"], "rank": c["rank"],
-                   "score": round(c["score"], 4), "kind": c["kind"]}
-                  for c in sorted(pool[q], key=lambda c: c["rank"])] for q in range(b)]
+        a_cf = torch.stack([c.a for c in chosen]).float()
         meta = spec.report(a0, a_cf)
         meta.update({
-            "search": {"gradient": "gradient: Gumbel-softmax soft decodes through the classifier's "
-                                   "embedding matrix (shared vocabulary)",
-                       "surrogate": "surrogate: gradients through a surrogate classifier sharing the "
-                                    "generator's vocabulary; verdicts by the explained classifier on hard text",
-                       "random": "random: gradient-free (1 + lambda) evolution of (z, a); every candidate "
-                                 "hard-decoded and scored by the explained classifier"}[search],
+            "search": SEARCHES[search],
             "search_mode": search,
-            "per_row_candidates": table,
+            "per_row_candidates": ranked,  # Candidate records, best first
             # how each returned sentence was made: "decode" (the generator's own output)
             # or a post-processed variant of one (its a_cf describes the decode it came from)
-            "per_row_kind": [c["kind"] for c in chosen],
+            "per_row_kind": [c.kind for c in chosen],
             "per_row_edits": [word_edits(s, c) for s, c in zip(texts, x_cf, strict=True)],
             "x_rec": x_rec, "probs_rec": probs_rec.cpu(),
             "rec_keeps_class": probs_rec.argmax(1).cpu() == probs.argmax(1).cpu(),
             "a0": a0.cpu(), "a_cf": a_cf,
             "restart": torch.tensor(restart),
-            "truncated": list(getattr(self, "_truncated", [])),
-            "ranked_by": "validity, then edit distance / length" + (
-                f" + {cfg.fluency_weight} x max(0, log perplexity ratio)" if lm is not None else
-                " (no lm given: fluency not used)") + (
-                f" + {cfg.nonword_weight} x share of unknown words" if cfg.nonword_weight > 0 else "") + (
-                f" + {cfg.ending_weight} if the final punctuation is lost" if cfg.ending_weight > 0 else ""),
+            "ranked_by": ranked_by(lm, cfg.fluency_weight, cfg.nonword_weight, cfg.ending_weight),
             "attribute_spec": spec.to_dict(),
         })
         if ppl_src is not None:
             meta["ppl_source"] = ppl_src
+        losses = track.losses
         return RunOutput(x_cf=x_cf, probs_cf=probs_cf, trajectory=traj,
                          trajectory_steps=traj_steps,
                          losses=losses if losses["loss"] else {"loss": [float("nan")]},
-                         steps=steps_used, stopped=stopped, meta=meta)
+                         steps=steps_used, stopped=track.stopped, meta=meta)
 
 
-def transfer_edits(source: str, reconstruction: str, decode: str,
-                   keep: Callable[[list[str]], bool] | None = None) -> str:
-    """Apply the word edits that turn ``reconstruction`` into ``decode`` to ``source``.
-
-    The generator's reconstruction of a query is imperfect, so a decode of a perturbed
-    code differs from the query both where the perturbation acted and where the
-    reconstruction was already wrong. Aligning reconstruction and source
-    (:class:`difflib.SequenceMatcher` on words) anchors each edit of the decode (relative
-    to the reconstruction) on the source; an edit whose ends do not fall on aligned words
-    (or the sentence's ends) is dropped. Returns the edited source (normalised words joined
-    by spaces). ``keep(new_words)``, if given, drops the edits it rejects (AIP uses it to
-    leave out edits that bring in mangled words). Our addition: the paper has no such
-    step [unverified].
-
-    Examples::
-
-        >>> transfer_edits("the plot drags and the jokes fall flat .",
-        ...                "the plot drags and the jokes fall short .",
-        ...                "the plot soars and the jokes fall short .")
-        'the plot soars and the jokes fall flat .'
-    """
-    import difflib
-
-    x, rec, cf = source.split(), reconstruction.split(), decode.split()
-    align: dict[int, int] = {}
-    for blk in difflib.SequenceMatcher(a=rec, b=x, autojunk=False).get_matching_blocks():
-        for k in range(blk.size):
-            align[blk.a + k] = blk.b + k
-    edits = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=rec, b=cf, autojunk=False).get_opcodes():
-        if op == "equal":
-            continue
-        if i1 == 0:
-            lo = 0
-        elif (i1 - 1) in align:
-            lo = align[i1 - 1] + 1
-        else:
-            continue
-        if i2 == len(rec):
-            hi = len(x)
-        elif i2 in align:
-            hi = align[i2]
-        else:
-            continue
-        if lo > hi or (keep is not None and not keep(cf[j1:j2])):
-            continue
-        edits.append((lo, hi, cf[j1:j2]))
-    out = list(x)
-    last = len(x) + 1
-    for lo, hi, new in sorted(edits, key=lambda e: e[0], reverse=True):
-        if hi > last:  # overlapping anchors: keep the later edit only
-            continue
-        out[lo:hi] = new
-        last = lo
-    return " ".join(out)
+SEARCHES = {
+    "gradient": "gradient: Gumbel-softmax soft decodes through the classifier's embedding matrix "
+                "(shared vocabulary)",
+    "surrogate": "surrogate: gradients through a surrogate classifier sharing the generator's "
+                 "vocabulary; verdicts by the explained classifier on hard text",
+    "random": "random: gradient-free (1 + lambda) evolution of (z, a); every candidate hard-decoded "
+              "and scored by the explained classifier",
+}
 
 
-def repair_words(source: str, text: str, vocabulary, min_ratio: float = 0.6) -> str:
-    """``text`` with each word that is in neither ``vocabulary`` nor ``source`` replaced by
-    the source word it most resembles (character-level :class:`difflib.SequenceMatcher`
-    ratio >= ``min_ratio``); words with no such look-alike stay.
+@dataclass
+class _Rows:
+    """What the search knows of its ``N = restarts * B`` rows (restart-major)."""
 
-    The generator copies rare words through sub-word pieces and sometimes garbles them
-    ("quixotic" -> "quotic", "self-mocking" -> "self-wcking"); such a word is nearly
-    always a damaged copy of a source word. Our addition, not the paper's; AIP verifies
-    the repaired sentence on hard text like every candidate.
+    z0: Tensor  # (N, S, k) the source's latent
+    a0: Tensor  # (N, A) the source's attributes
+    mask: Tensor  # (N, S) real latent positions
+    maskf: Tensor  # (N, S, 1) the same as floats
+    target: Tensor  # (N,)
+    n_coord: Tensor  # (N,) real latent coordinates (positions x width)
+    caps: Tensor  # (N,) the most tokens a decode may have (run-on guard)
+    free_cols: Tensor  # (A,) 1 where an attribute may change
+    w_cost: Tensor  # (A,) weights of the attribute cost (locked ones 0)
+    max_s: int  # the generator's full length: noise is drawn at it, then cut
+    noise: list[torch.Generator]  # per row, seeded by (run seed, sentence, restart)
 
-    Examples::
+    def zn(self, z: Tensor, idx: Tensor) -> Tensor:
+        """Latent scaled so that ||zn - zn0||^2 is the mean squared change per coordinate."""
+        return z * self.maskf[idx] * (1.0 / self.n_coord.sqrt()).view(-1, 1, 1)[idx]
 
-        >>> repair_words("by turns grisly and engagingly quixotic .",
-        ...              "by turns grisly and engagingly quotic flaws .", {"flaws", "by"})
-        'by turns grisly and engagingly quixotic flaws .'
-    """
-    import difflib
 
-    src = source.split()
-    own = set(src)
-    out = []
-    for w in text.split():
-        if w in vocabulary or w in own:
-            out.append(w)
-            continue
-        best, score = w, min_ratio
-        for cand in own:
-            r = difflib.SequenceMatcher(a=w, b=cand, autojunk=False).ratio()
-            if r >= score:
-                best, score = cand, r
-        out.append(best)
-    return " ".join(out)
+class _Track:
+    """The search's record per row: the current decode, its verdict, the first decode that
+    reached the target (the row is then done), trajectory snapshots, loss curves, the
+    callback and Stop."""
+
+    def __init__(self, method: AIPText, cfg, rows: _Rows, restarts: Restarts, a_start: Tensor,
+                 n_classes: int, target: Tensor, search: str, callback):
+        n = restarts.r * restarts.b
+        self.method, self.cfg, self.rows, self.restarts = method, cfg, rows, restarts
+        self.target, self.search, self.callback = target, search, callback
+        self.done = torch.zeros(n, dtype=torch.bool)
+        self.nonfinite = torch.zeros(n, dtype=torch.bool)  # rows halted by the NaN/inf guard
+        self.first_valid: list[Decode | None] = [None] * n
+        self.text: list[str] = [""] * n
+        self.probs = torch.zeros(n, n_classes)
+        self.a = a_start.clone()
+        self.snapshots: list[tuple[int, list[str], Tensor]] = []
+        self.losses: dict[str, list[float]] = {"loss": [], "class": [], "latent": [], "attributes": []}
+        self.stopped = False
+
+    def verdict(self, rows: list[int], ids: Tensor, step: int, z_now: Tensor, a_now: Tensor) -> None:
+        """Score hard decodes ``ids`` of ``rows``; a row is done at its first decode with
+        ``p_target >= confidence``."""
+        txt = self.method.generator.decode_texts(ids)
+        pr = self.method.score_texts(txt).cpu()
+        r = self.rows
+        for j, i in enumerate(rows):
+            self.text[i] = txt[j]
+            self.probs[i] = pr[j]
+            self.a[i] = a_now[j].detach()
+            if float(pr[j, int(r.target[i])]) >= self.cfg.confidence and not self.done[i]:
+                self.done[i] = True
+                z_dist = float(((z_now[j] - r.z0[i]) * r.maskf[i]).pow(2).sum() / r.n_coord[i])
+                self.first_valid[i] = Decode(txt[j], pr[j].clone(), a_now[j].detach().cpu().clone(), step, z_dist)
+
+    def decode_of(self, i: int) -> Decode:
+        """Row ``i``'s candidate: its first valid decode, else its last one."""
+        return self.first_valid[i] or Decode(self.text[i], self.probs[i].clone(),
+                                             self.a[i].detach().cpu().clone(), None)
+
+    def snapshot(self, step: int) -> None:
+        self.snapshots.append((step, list(self.text), self.probs.clone()))
+
+    def _shown(self, q: int) -> int:
+        """The row shown for sentence ``q``: its first finished restart, else restart 0."""
+        rs = self.restarts
+        return next((rs.row(r, q) for r in range(rs.r) if bool(self.done[rs.row(r, q)])), q)
+
+    def report(self, step: int, parts_rows: dict[int, dict[str, float]]) -> bool:
+        """Show the step to the callback (one row per sentence); True (and ``stopped``) if
+        it asked to stop."""
+        if self.callback is None:
+            return False
+        rs = self.restarts
+        shown = [self._shown(q) for q in range(rs.b)]
+        dev = self.target.device
+        st = StepState(
+            step=step, total=self.cfg.steps, x_cf=[self.text[i] for i in shown],
+            probs=self.probs[shown].to(dev), target=self.target,
+            done=self.done.view(rs.r, rs.b).any(0).to(dev),
+            losses={k: torch.tensor([parts_rows.get(i, {}).get(k, 0.0) for i in shown])
+                    for k in ("loss", "class", "latent", "attributes")},
+            extra={"search": self.search, "restart": [rs.restart_of(i) for i in shown],
+                   "a": self.a[shown].clone()})
+        self.stopped = bool(self.callback(step, st))
+        return self.stopped
 
 
 def _pad_ids(rows: list[Tensor], device) -> Tensor:
@@ -846,8 +705,8 @@ def _pad_ids(rows: list[Tensor], device) -> Tensor:
     return out
 
 
-def _mask_after_eos(ids: Tensor) -> Tensor:
-    """1 up to and including the first [EOS] (pads before it count as 0), 0 after."""
-    is_eos = (ids == EOS_ID).long()
-    after = (is_eos.cumsum(1) - is_eos) > 0
-    return ((~after) & ((ids != 0) | (torch.arange(ids.shape[1], device=ids.device) == 0))).long()
+def _real_tokens(ids: Tensor) -> Tensor:
+    """``(B, T)`` long: 1 on a decode's real tokens, up to and including its first [EOS]
+    (:func:`~cfwidgets.models.text_generator.mask_after_eos`), 0 on pads and after."""
+    not_pad = (ids != PAD_ID) | (torch.arange(ids.shape[1], device=ids.device) == 0)
+    return mask_after_eos(ids) & not_pad.long()

@@ -13,7 +13,7 @@ import math
 import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -370,7 +370,7 @@ class CounterfactualMethod(ABC):
             if vals and isinstance(vals[0], Tensor) else list(vals)
             for k, vals in out.losses.items()
         }
-        from .. import __version__
+        from .._version import __version__
 
         meta = {
             "method": self.name,
@@ -536,6 +536,18 @@ def check_images(x: Any, input_shape: tuple[int, ...] | None = None) -> Tensor:
             f"cfwidgets models normalise internally."
         )
     return x.float()
+
+
+def named_attribute_weights(spec: Any, config: Any, overrides: dict) -> tuple[Any, dict]:
+    """``attribute_weights`` given as ``{name: weight}`` (in the overrides or a config
+    mapping) turned into the tuple knob, one value per attribute of ``spec`` (an
+    :class:`~cfwidgets.models.conditional.AttributeSpec`); other values pass unchanged."""
+    w = overrides.get("attribute_weights")
+    if isinstance(w, Mapping):
+        overrides = dict(overrides, attribute_weights=tuple(spec.weights(dict(w)).tolist()))
+    if isinstance(config, Mapping) and isinstance(config.get("attribute_weights"), Mapping):
+        config = dict(config, attribute_weights=tuple(spec.weights(dict(config["attribute_weights"])).tolist()))
+    return config, overrides
 
 
 def check_callback(callback: Any) -> None:

@@ -72,6 +72,7 @@ from torch import Tensor, nn
 from ..config import knob
 from ..objectives import class_loss
 from .base import CounterfactualMethod, Recorder, RunOutput
+from .knobs import record_every_knob
 
 __all__ = ["DiffeomorphicCounterfactual", "compare_pixel_space", "generator_kind"]
 
@@ -150,8 +151,7 @@ class DiffeomorphicCounterfactual(CounterfactualMethod):
         path_density: bool = knob(True, doc="Report bits/dim of the trajectory snapshots "
                                   "(meta['path_bpd']) when a flow is available (one flow "
                                   "inverse per snapshot, after the loop).")
-        record_every: int = knob(0, 0, 1000, "Keep a trajectory snapshot every this many steps "
-                                 "(0 = about 25 snapshots over the budget).")
+        record_every: int = record_every_knob()
 
     def __init__(self, classifier, generative_model: nn.Module, /, *, kind: str | None = None,
                  density_model: nn.Module | None = None, device=None) -> None:

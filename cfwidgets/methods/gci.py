@@ -55,7 +55,6 @@ trajectory snapshot) and the reconstruction ``x_rec = G(x, a0)`` with its probab
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,10 +62,10 @@ import torch
 from torch import Tensor
 
 from ..config import knob
-from ..models.conditional import LOCK_WEIGHT, check_conditional_generator, spec_of
 from ..objectives import class_loss
-from ..protocols import StepState
-from .base import CounterfactualMethod, Recorder, RunOutput
+from .attribute_base import AttributeMethod, FrozenAtDone, Restarts
+from .base import Recorder, RunOutput
+from .knobs import attribute_weights_knob, class_loss_knob, kappa_knob, record_every_knob
 
 __all__ = ["GCI"]
 
@@ -80,7 +79,7 @@ def _uniform_categoricals(spec, a: Tensor) -> Tensor:
     return out
 
 
-class GCI(CounterfactualMethod):
+class GCI(AttributeMethod):
     """Generative Counterfactual Introspection: the sparsest attribute edit that flips
     the classifier (Liu et al. 2019).
 
@@ -109,72 +108,22 @@ class GCI(CounterfactualMethod):
         sparsity_weight: float = knob(
             0.5, 0.0, 10.0, "lambda: weight of the L1 attribute change (eq. 1). Larger = fewer, "
             "smaller attribute changes (and fewer flips).")
-        attribute_weights: tuple = knob(
-            (), 0.0, LOCK_WEIGHT,
-            "Cost of changing each attribute, one per generator attribute (() = all 1; a "
-            "{name: weight} dict is accepted too). 0 = free, 100 = locked (not optimised).")
+        attribute_weights: tuple = attribute_weights_knob()
         restarts: int = knob(1, 1, 8, "Copies optimised from a0 + noise; the valid one with the "
                              "smallest attribute cost wins.")
         restart_noise: float = knob(0.5, 0.0, 3.0, "Std of the start noise of restarts 2..R "
                                     "(standard deviations / probability).")
-        loss: str = knob("ce", doc="Class term: cross-entropy or the margin hinge.",
-                         choices=("ce", "hinge"))
-        kappa: float = knob(2.0, 0.0, 20.0, "Margin of the hinge class term (unused with 'ce').")
-        record_every: int = knob(0, 0, 1000, "Keep a trajectory snapshot every this many steps "
-                                 "(0 = about 25 snapshots over the budget).")
-
-    def __init__(self, classifier, generator, /, *, device=None) -> None:
-        check_conditional_generator(generator)
-        super().__init__(classifier, device=device, generator=generator)
-        gshape = getattr(generator, "input_shape", None)
-        cshape = getattr(classifier, "input_shape", None)
-        if gshape is not None and cshape is not None and tuple(gshape) != tuple(cshape):
-            raise ValueError(f"the generator makes images of shape {tuple(gshape)} but the classifier "
-                             f"expects {tuple(cshape)}.")
-
-    @property
-    def generator(self):
-        return self.components["generator"]
-
-    @property
-    def attribute_spec(self):
-        return spec_of(self.generator)
-
-    @classmethod
-    def from_zoo(cls, dataset: str = "mnist", *, device="auto", **kwargs) -> GCI:
-        """``dataset``: ``"mnist"`` (mnist/cnn + mnist/cvae), ``"shapes"`` (shapes/cnn +
-        shapes/cvae) or ``"shapes-biased"`` (shapes-biased/cnn + shapes/cvae)."""
-        from .. import zoo
-
-        gen = {"mnist": "mnist/cvae", "shapes": "shapes/cvae", "shapes-biased": "shapes/cvae"}
-        if dataset not in gen:
-            raise ValueError(f"GCI.from_zoo knows {sorted(gen)}, got {dataset!r}.")
-        return cls(zoo.load(f"{dataset}/cnn", device=device), zoo.load(gen[dataset], device=device), **kwargs)
-
-    def explain(self, x, target, config=None, *, callback=None, generator=None, **overrides):
-        # a {name: weight} dict is turned into the tuple knob (one value per attribute)
-        w = overrides.get("attribute_weights")
-        if isinstance(w, Mapping):
-            overrides["attribute_weights"] = tuple(self.attribute_spec.weights(dict(w)).tolist())
-        if isinstance(config, Mapping) and isinstance(config.get("attribute_weights"), Mapping):
-            config = dict(config, attribute_weights=tuple(
-                self.attribute_spec.weights(dict(config["attribute_weights"])).tolist()))
-        return super().explain(x, target, config, callback=callback, generator=generator, **overrides)
+        loss: str = class_loss_knob()
+        kappa: float = kappa_knob()
+        record_every: int = record_every_knob()
 
     # ------------------------------------------------------------------ the loop
     def _explain(self, x: Tensor, target: Tensor, cfg: Any, *, probs, callback, generator) -> RunOutput:
-        gen = self.generator
-        spec = spec_of(gen)
-        dev = x.device
-        weights = spec.weights(cfg.attribute_weights).to(dev)  # (A,)
-        locked = weights >= LOCK_WEIGHT
+        gen, spec, dev = self.generator, self.attribute_spec, x.device
+        locked, w_cost = self._costs(cfg, spec, dev)  # (A,) each
         free_cols = spec.column_mask((~locked).float())  # (dim,)
         b, r = x.shape[0], cfg.restarts
-        with torch.no_grad():
-            a0 = spec.project(gen.attributes(x))  # (B, dim)
-            z0 = gen.encode(x)  # (B, Dz), fixed: GCI edits attributes only
-            x_rec = gen.decode(z0, a0)
-            probs_rec = self.classifier(x_rec).softmax(-1)
+        a0, z0, x_rec, probs_rec = self._encode(x, spec)  # z0 stays fixed: GCI edits attributes only
         # restarts: copy r starts at a0 + noise_r (noise shared by all queries)
         noise = torch.randn(r, spec.dim, generator=generator) * cfg.restart_noise
         noise[0] = 0
@@ -188,37 +137,11 @@ class GCI(CounterfactualMethod):
             start = torch.where(free_cols.bool(), start, a0r)
         a = start.clone().requires_grad_(True)
         opt = torch.optim.Adam([a], lr=cfg.lr)
-        w_cost = torch.where(locked, torch.zeros_like(weights), weights)
-
-        sel_state: dict = {}
-
-        def select(done: Tensor, cost: Tensor, p_t: Tensor) -> Tensor:
-            """(B,) index into the R*B rows: the cheapest done copy, else the most confident."""
-            done_, cost_, p_ = done.view(r, b), cost.view(r, b), p_t.view(r, b)
-            score = torch.where(done_, cost_, 1e6 - p_)
-            return score.argmin(0) * b + torch.arange(b, device=dev)
-
-        def wrapped(step: int, state: StepState) -> bool | None:
-            if callback is None:
-                return None
-            idx = select(state.done, sel_state["cost"], state.target_prob)
-            sub = StepState(step=step, total=state.total, x_cf=state.x_cf[idx], probs=state.probs[idx],
-                            target=target, done=state.done.view(r, b).any(0),
-                            losses={k: v[idx] for k, v in state.losses.items()},
-                            extra={"a": sel_state["a"][idx], "restart": idx // b})
-            return callback(step, sub)
-
+        # per query: the cheapest copy that reached the target, else the most confident
+        restarts = Restarts(r, b, dev)
         rec = Recorder(tr, cfg.steps, cfg.confidence, cfg.record_every or None,
-                       wrapped if callback is not None else None)
-        a_frozen = a.detach().clone()
-        a_path: list[Tensor] = []
-
-        def track(before_done: Tensor, n_traj: int, a_now: Tensor) -> None:
-            nonlocal a_frozen
-            newly = rec.done & ~before_done
-            a_frozen = torch.where(newly[:, None], a_now, a_frozen)
-            if len(rec.trajectory) > n_traj:
-                a_path.append(torch.where(rec.done[:, None], a_frozen, a_now).clone())
+                       restarts.callback(callback, target))
+        frozen = FrozenAtDone(a=a)  # a copy's attributes stop where it reached the target
 
         for step in range(cfg.steps):
             x_cf = gen.decode(z0r, a)
@@ -226,12 +149,11 @@ class GCI(CounterfactualMethod):
             cls_term = class_loss(logits, tr, cfg.loss, cfg.kappa)
             cost = spec.cost(a, a0r, w_cost)
             loss = cls_term + cfg.sparsity_weight * cost  # (R*B,)  eq. (1)
-            sel_state["cost"] = cost.detach()
-            sel_state["a"] = a.detach()
-            before, n_traj = rec.done.clone(), len(rec.trajectory)
+            restarts.live(cost.detach(), a=a.detach())
+            frozen.mark(rec)
             stop = rec.observe(step, x_cf, logits.softmax(-1),
                                {"loss": loss, "class": cls_term, "attributes": cost})
-            track(before, n_traj, a.detach())
+            frozen.track(rec, a=a.detach())
             if stop:
                 break
             opt.zero_grad(set_to_none=True)
@@ -244,28 +166,20 @@ class GCI(CounterfactualMethod):
             a_last = a.detach()
             x_last = gen.decode(z0r, a_last)
             probs_last = self.classifier(x_last).softmax(-1)
-        before, n_traj = rec.done.clone(), len(rec.trajectory)
+        frozen.mark(rec)
         x_out, p_out = rec.finish(x_last, probs_last)
-        track(before, n_traj, a_last)
-        a_out = torch.where(rec.done[:, None], a_frozen, a_last)
+        frozen.track(rec, a=a_last)
+        a_out = frozen.final(rec.done, "a", a_last)
         cost_out = spec.cost(a_out, a0r, w_cost)
         p_t = p_out.gather(1, tr[:, None])[:, 0]
-        idx = select(rec.done, cost_out, p_t)
-        out = rec.output(x_out[idx], p_out[idx])
-        out.trajectory = [t[idx] for t in out.trajectory]
-        out.steps, out.nonfinite = out.steps[idx], out.nonfinite[idx]
+        idx = restarts.best(rec.done, cost_out, p_t)
+        out = restarts.select_output(rec.output(x_out[idx], p_out[idx]), idx)
         a_cf = a_out[idx]
         meta = spec.report(a0, a_cf)
         meta.update({
             "a0": a0, "a_cf": a_cf, "z0": z0, "z_cf": z0,
-            "a_path": torch.stack([p[idx] for p in a_path], 1),  # (B, T, dim)
-            "x_rec": x_rec, "probs_rec": probs_rec,
-            # False where the generator's reconstruction G(x, a0) is already classified
-            # differently from x: its counterfactual says more about the generator than f
-            "rec_keeps_class": probs_rec.argmax(1) == probs.argmax(1),
-            "restart": idx // b,
-            "locked": [n for n, lk in zip(spec.names, locked.tolist(), strict=True) if lk],
-            "attribute_spec": spec.to_dict(),
+            "a_path": frozen.path_of("a", idx),  # (B, T, dim)
         })
+        meta.update(self._shared_meta(spec, x_rec, probs_rec, probs, restarts.restart_of(idx), locked))
         out.meta = meta
         return out

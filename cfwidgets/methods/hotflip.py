@@ -43,7 +43,7 @@ from ..config import knob
 from ..metrics.text import word_edits
 from ..protocols import StepState
 from .base import RunOutput
-from .text_base import TextCounterfactualMethod
+from .text_base import TextCounterfactualMethod, cut_to_fit
 
 __all__ = ["HotFlip"]
 
@@ -98,33 +98,24 @@ class HotFlip(TextCounterfactualMethod):
             raise ValueError(f"HotFlip.from_zoo knows 'reviews', got {dataset!r}.")
         return cls(zoo.load(f"reviews/{classifier}", device=device), **kwargs)
 
-    def check_inputs(self, x: Any, cfg: Any = None) -> list[str]:
+    def fit_inputs(self, x: Any, cfg: Any = None) -> tuple[list[str], list[int]]:
         """Validate the sentences; cut those longer than the classifier's ``max_len`` tokens
         to the words that fit, with a ``UserWarning`` (the classifier would only read that
         much; the result's ``x`` holds the cut text so the diff is fair)."""
-        texts = super().check_inputs(x, cfg)
+        texts, _ = super().fit_inputs(x, cfg)
         clf = self.classifier_adapter
 
-        def n_tokens(t: str) -> int:
-            return len(clf.tokenizer(t, truncation=False)["input_ids"])
+        def too_long(t: str) -> bool:
+            return len(clf.tokenizer(t, truncation=False)["input_ids"]) > clf.max_len
 
-        long = [i for i, t in enumerate(texts) if n_tokens(t) > clf.max_len]
+        long = [i for i, t in enumerate(texts) if too_long(t)]
         for i in long:
-            ws = texts[i].split()
-            lo, hi = 1, len(ws)
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if n_tokens(" ".join(ws[:mid])) > clf.max_len:
-                    hi = mid - 1
-                else:
-                    lo = mid
-            texts[i] = " ".join(ws[:lo])
+            texts[i] = cut_to_fit(texts[i], too_long)
         if long:
             warnings.warn(f"sentence(s) {long[:10]} exceed the classifier's {clf.max_len} tokens and "
                           f"were cut to the words that fit; the result's x holds the cut text.",
                           UserWarning, stacklevel=3)
-        self._truncated = long
-        return texts
+        return texts, long
 
     def _word_ids(self, words: Sequence[str]) -> Tensor:
         clf = self.classifier_adapter
@@ -326,7 +317,6 @@ class HotFlip(TextCounterfactualMethod):
             "num_flips": torch.tensor([len(h["flips"]) for h in best]),
             "per_row_edits": [word_edits(s, c) for s, c in zip(texts, x_cf, strict=True)],
             "excluded_words": list(self.excluded_words),
-            "truncated": list(getattr(self, "_truncated", [])),
         }
         return RunOutput(x_cf=x_cf, probs_cf=probs_cf, trajectory=trajectory,
                          trajectory_steps=traj_steps, losses={"loss": loss_curve, "class": loss_curve},

@@ -11,7 +11,7 @@ result are lists of strings, ``trajectory`` a list (one entry per snapshot) of s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -23,7 +23,21 @@ from ..protocols import StepCallback
 from ..result import CounterfactualResult
 from .base import CounterfactualMethod, check_callback, prepared
 
-__all__ = ["TextCounterfactualMethod"]
+__all__ = ["TextCounterfactualMethod", "cut_to_fit"]
+
+
+def cut_to_fit(text: str, too_long: Callable[[str], bool]) -> str:
+    """The longest prefix of whole words of ``text`` (at least one word) that is not
+    ``too_long`` (a model's token limit), by binary search over the word count."""
+    ws = text.split()
+    lo, hi = 1, len(ws)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if too_long(" ".join(ws[:mid])):
+            hi = mid - 1
+        else:
+            lo = mid
+    return " ".join(ws[:lo])
 
 
 class TextCounterfactualMethod(CounterfactualMethod):
@@ -43,11 +57,15 @@ class TextCounterfactualMethod(CounterfactualMethod):
     def input_shape(self):  # no image shape
         return None
 
+    def fit_inputs(self, x: Any, cfg: Any = None) -> tuple[list[str], list[int]]:
+        """Validate a batch of sentences; return them as the method reads them (normalised
+        for the zoo models) and the rows cut to fit a model's limit (none here; the
+        result's ``meta["truncated"]``). Per call: nothing is kept on the method."""
+        return self.classifier_adapter.prepare(check_texts(x)), []
+
     def check_inputs(self, x: Any, cfg: Any = None) -> list[str]:
-        """Validate a batch of sentences; return them as the classifier reads them
-        (normalised for the zoo models)."""
-        texts = check_texts(x)
-        return self.classifier_adapter.prepare(texts)
+        """The sentences as the method reads them (see :meth:`fit_inputs`)."""
+        return self.fit_inputs(x, cfg)[0]
 
     def explain(
         self,
@@ -65,7 +83,7 @@ class TextCounterfactualMethod(CounterfactualMethod):
         cfg = merge(self.Config, config, overrides)
         check_callback(callback)
         self._check_devices()
-        texts = self.check_inputs(x, cfg)
+        texts, truncated = self.fit_inputs(x, cfg)
         dev = self.device
         gen, seed = make_generator(generator)
         with prepared(self.modules().values()) as switched:
@@ -82,6 +100,7 @@ class TextCounterfactualMethod(CounterfactualMethod):
 
             self._refuse_same_class(target_t, probs, detail=labels)
             out, wall = self._timed_explain(texts, target_t, cfg, probs, callback, gen, dev)
+        out.meta["truncated"] = truncated
         return self._pack(texts, target_t, probs, out, cfg, seed, wall, switched)
 
     @torch.no_grad()

@@ -30,6 +30,7 @@ from torch import Tensor
 from ..config import knob
 from ..objectives import class_loss, l1_distance
 from .base import CounterfactualMethod, Recorder, RunOutput
+from .knobs import class_loss_knob, record_every_knob
 
 __all__ = ["Wachter"]
 
@@ -63,12 +64,9 @@ class Wachter(CounterfactualMethod):
         confidence: float = knob(
             0.99, 0.5, 0.9999,
             "Stop a query once the target probability reaches this value.")
-        loss: str = knob("ce", doc="Class term: cross-entropy or the margin hinge.",
-                         choices=("ce", "hinge"))
+        loss: str = class_loss_knob()
         optimizer: str = knob("adam", doc="Optimiser on the pixels.", choices=("adam", "sgd"))
-        record_every: int = knob(
-            0, 0, 1000, "Keep a trajectory snapshot every this many steps (0 = about 25 "
-            "snapshots over the budget).")
+        record_every: int = record_every_knob()
 
     def __init__(self, classifier, /, *, device=None) -> None:
         super().__init__(classifier, device=device)

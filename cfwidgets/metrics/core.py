@@ -43,6 +43,7 @@ __all__ = [
     "im1",
     "im2",
     "oracle_agreement",
+    "oracle_prediction",
     "evaluate",
     "compare",
     "judge_name",
@@ -110,14 +111,21 @@ def im2(result: CounterfactualResult, autoencoders, eps: float = 1e-8) -> Tensor
 
 
 @torch.no_grad()
-def oracle_agreement(result: CounterfactualResult, oracle: nn.Module) -> Tensor:
-    """1 where an independent classifier also predicts the target on the counterfactual."""
+@torch.no_grad()
+def oracle_prediction(result: CounterfactualResult, oracle: nn.Module) -> Tensor:
+    """``(B,)`` the class an independent classifier gives each counterfactual (in eval
+    mode; the oracle's own mode is restored)."""
     was = oracle.training
     oracle.eval()
-    dev = _device_of(oracle)
-    pred = oracle(result.x_cf.to(dev)).argmax(1).cpu()
-    oracle.train(was)
-    return (pred == result.target).float()
+    try:
+        return oracle(result.x_cf.to(_device_of(oracle))).argmax(1).cpu()
+    finally:
+        oracle.train(was)
+
+
+def oracle_agreement(result: CounterfactualResult, oracle: nn.Module) -> Tensor:
+    """1 where an independent classifier also predicts the target on the counterfactual."""
+    return (oracle_prediction(result, oracle) == result.target).float()
 
 
 MetricFn = Callable[[CounterfactualResult], Tensor]

@@ -178,17 +178,16 @@ def similarity(sources: Sequence[str], cfs: Sequence[str]) -> Tensor:
     return (e[:n] * e[n:]).sum(1)
 
 
-def perplexity(texts: Sequence[str], lm=None) -> Tensor:
-    """``(N,)`` per-sentence perplexity under ``lm`` (default ``zoo.load("reviews/lm")``).
-    Empty strings are scored as ``"."``."""
-    if lm is None:
-        from .. import zoo
-
-        lm = zoo.load("reviews/lm", device="cpu", progress=False)
+def perplexity(texts: Sequence[str], lm) -> Tensor:
+    """``(N,)`` per-sentence perplexity under ``lm`` (e.g. ``zoo.load("reviews/lm")``; the
+    metrics sit below the zoo, so the caller loads it). Empty strings are scored as ``"."``."""
+    if lm is None or not hasattr(lm, "perplexity"):
+        raise TypeError("perplexity needs a language model with perplexity(texts): pass "
+                        "lm=zoo.load('reviews/lm') (or fluency=False to evaluate_text).")
     return lm.perplexity([t if t.strip() else "." for t in texts]).float().cpu()
 
 
-def ppl_ratio(sources: Sequence[str], cfs: Sequence[str], lm=None) -> Tensor:
+def ppl_ratio(sources: Sequence[str], cfs: Sequence[str], lm) -> Tensor:
     """``(B,)`` perplexity of the counterfactual divided by its source's."""
     _same_len(sources, cfs)
     p = perplexity(list(sources) + list(cfs), lm)
@@ -267,7 +266,7 @@ def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_
 
     Args:
         result: a text :class:`~cfwidgets.result.CounterfactualResult`.
-        lm: the fluency LM (default ``zoo.load("reviews/lm")``); ``fluency=False`` skips it.
+        lm: the fluency LM (e.g. ``zoo.load("reviews/lm")``); needed unless ``fluency=False``.
         classifier: re-score the flip on hard text with this model (default: the result's
             own verdict, which is already on hard text).
         similarity_model: compute the MiniLM cosine (loads MiniLM once, ~4 s).
@@ -288,6 +287,9 @@ def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_
     if not getattr(result, "is_text", False):
         raise TypeError("evaluate_text needs a text result (x and x_cf lists of strings); "
                         "for images use cfwidgets.metrics.evaluate.")
+    if fluency and lm is None:
+        raise TypeError("evaluate_text needs lm= for the fluency figures: pass "
+                        "lm=zoo.load('reviews/lm'), or fluency=False to skip them.")
     src, cf = list(result.x), list(result.x_cf)
     d = edit_distance(src, cf)
     n_src = torch.tensor([float(max(1, len(words(s)))) for s in src])

@@ -44,6 +44,7 @@ digits and counterfactuals are measured alike).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Sequence
@@ -53,11 +54,16 @@ from torch import Tensor, nn
 
 from .._utils import require
 
-# normflows' LU-parametrised 1x1 convolution calls torch.lu, which torch deprecates with a
-# long warning on every load; the call is correct, so keep notebooks readable
-warnings.filterwarnings("ignore", message=r".*torch\.lu is deprecated.*", category=UserWarning)
 
-__all__ = ["MultiscaleGlow", "dequantize"]
+@contextlib.contextmanager
+def _quiet_torch_lu():
+    """normflows' LU-parametrised 1x1 convolution calls ``torch.lu`` when it is built,
+    which torch deprecates with a long warning on every load; the call is correct, so the
+    warning is silenced while the layers are built, and the caller's filters stay as they
+    were (nothing changes at import)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.lu is deprecated.*", category=UserWarning)
+        yield
 
 
 def dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -137,33 +143,34 @@ class MultiscaleGlow(nn.Module):
         # h / 2 ** (levels - i); its trailing Squeeze (forward = z -> x direction) un-squeezes.
         q0, flows, merges = [], [], []
         self.latent_shapes: list[tuple[int, int, int]] = []
-        for i in range(levels):
-            fine = levels - 1 - i  # index into the finest-first knobs
-            ch = c * 2 ** (levels + 1 - i)
-            level_flows = []
-            for _ in range(blocks[fine]):
-                if max_log_scale is None:  # normflows' Glow block as is
-                    level_flows.append(nf.flows.GlowBlock(ch, hidden[fine], scale=True,
-                                                          scale_map=scale_map, split_mode="channel"))
-                    continue
-                # the same three normflows layers as GlowBlock, with a bounded coupling scale
-                net = nf.nets.ConvNet2d([(ch + 1) // 2, hidden[fine], hidden[fine], 2 * (ch // 2)],
-                                        [3, 1, 3], 0.0, True)
-                level_flows += [
-                    nf.flows.AffineCouplingBlock(_BoundedScale(net, max_log_scale), scale=True,
-                                                 scale_map="exp", split_mode="channel"),
-                    nf.flows.Invertible1x1Conv(ch, use_lu=True),
-                    nf.flows.ActNorm((ch, 1, 1)),
-                ]
-            level_flows.append(nf.flows.Squeeze())
-            flows.append(level_flows)
-            if i == 0:
-                shape = (ch, h // 2 ** levels, w // 2 ** levels)
-            else:
-                merges.append(nf.flows.Merge())
-                shape = (c * 2 ** (levels - i), h // 2 ** (levels - i), w // 2 ** (levels - i))
-            self.latent_shapes.append(shape)
-            q0.append(nf.distributions.DiagGaussian(shape, trainable=False))
+        with _quiet_torch_lu():  # (builds normflows layers)
+            for i in range(levels):
+                fine = levels - 1 - i  # index into the finest-first knobs
+                ch = c * 2 ** (levels + 1 - i)
+                level_flows = []
+                for _ in range(blocks[fine]):
+                    if max_log_scale is None:  # normflows' Glow block as is
+                        level_flows.append(nf.flows.GlowBlock(ch, hidden[fine], scale=True,
+                                                              scale_map=scale_map, split_mode="channel"))
+                        continue
+                    # the same three normflows layers as GlowBlock, with a bounded coupling scale
+                    net = nf.nets.ConvNet2d([(ch + 1) // 2, hidden[fine], hidden[fine], 2 * (ch // 2)],
+                                            [3, 1, 3], 0.0, True)
+                    level_flows += [
+                        nf.flows.AffineCouplingBlock(_BoundedScale(net, max_log_scale), scale=True,
+                                                     scale_map="exp", split_mode="channel"),
+                        nf.flows.Invertible1x1Conv(ch, use_lu=True),
+                        nf.flows.ActNorm((ch, 1, 1)),
+                    ]
+                level_flows.append(nf.flows.Squeeze())
+                flows.append(level_flows)
+                if i == 0:
+                    shape = (ch, h // 2 ** levels, w // 2 ** levels)
+                else:
+                    merges.append(nf.flows.Merge())
+                    shape = (c * 2 ** (levels - i), h // 2 ** (levels - i), w // 2 ** (levels - i))
+                self.latent_shapes.append(shape)
+                q0.append(nf.distributions.DiagGaussian(shape, trainable=False))
         self.flow = nf.MultiscaleFlow(q0, flows, merges, transform=nf.transforms.Logit(alpha),
                                       class_cond=False)
         self.latent_sizes = [math.prod(s) for s in self.latent_shapes]

@@ -44,15 +44,14 @@ API (all batched; shapes in comments)::
     src_ids, src_mask = gen.prepare_source(texts)              # normalise, tokenize, mask
     texts = gen.decode_texts(ids)
 
-Training: :func:`train_text_generator` (resumable, checkpointed); evaluation:
-:func:`evaluate_text_generator` (teacher-forced token accuracy, greedy exact match and
-BLEU, attribute control rate judged by the classifier).
+Split the nanoGPT way: this file is the model; the masking and the training corpus are
+:mod:`cfwidgets.models.text_generator_data`; training (options in one
+:class:`~cfwidgets.zoo.text_generator_train.TrainConfig`) and evaluation are
+:mod:`cfwidgets.zoo.text_generator_train` (the zoo layer: they score with the metrics).
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,37 +65,27 @@ from cfwidgets.data.text import (
     ATTRIBUTE_NAMES,
     BOS_ID,
     EOS_ID,
-    INTENSIFIER_WORDS,
     MASK_ID,
-    NEGATION_WORDS,
     PAD_ID,
-    load_tokenizer,
     normalize_text,
-    sentiment_lexicon,
     text_attributes,
 )
 from cfwidgets.models.text_classifier import (
-    LengthBucketSampler,
-    TextClassifier,
     _transformers,
     export_model,
     import_model,
-    load_checkpoint,
     pad_batch,
-    save_checkpoint,
 )
+from cfwidgets.models.text_generator_data import AttributeMasker
 
 __all__ = [
     "TextGeneratorConfig",
     "TextGenerator",
     "AttributeMasker",
-    "train_text_generator",
-    "evaluate_text_generator",
     "gumbel_softmax",
+    "token_mask",
+    "mask_after_eos",
 ]
-
-# word classes for the attribute masker
-_NONE, _SENT, _NEG, _INT = 0, 1, 2, 3
 
 
 @dataclass
@@ -137,87 +126,12 @@ def gumbel_softmax(logits: Tensor, tau: float = 1.0, gumbel: bool = True,
     return y
 
 
-class AttributeMasker:
-    """Replace attribute-bearing words by one ``[MASK]`` each (per-word, per-class rates).
-
-    Word classes: sentiment (the derived lexicon), negation, intensifier. Works on token
-    ids with the Metaspace convention (a word starts at a token beginning with "▁").
-    """
-
-    def __init__(self, tokenizer=None, lexicon: dict[str, float] | None = None):
-        self.tok = tokenizer if tokenizer is not None else load_tokenizer()
-        lex = lexicon if lexicon is not None else sentiment_lexicon()
-        vocab = self.tok.get_vocab()
-        inv = {i: t for t, i in vocab.items()}
-        self.starts_word = np.zeros(len(vocab), dtype=bool)
-        for i, t in inv.items():
-            self.starts_word[i] = t.startswith("\u2581") or i < 5
-        self.word_class = {}
-        for w in lex:
-            self.word_class[w] = _SENT
-        for w in INTENSIFIER_WORDS:
-            self.word_class[w] = _INT
-        for w in NEGATION_WORDS:
-            self.word_class[w] = _NEG
-
-    def word_classes(self, text: str) -> np.ndarray:
-        """Class of each whitespace word of a normalised sentence."""
-        out = []
-        for w in text.split():
-            c = self.word_class.get(w, _NONE)
-            if c == _NONE and w.endswith("n't"):
-                c = _NEG
-            out.append(c)
-        return np.asarray(out, dtype=np.int8)
-
-    def token_words(self, ids: np.ndarray) -> np.ndarray:
-        """Word index of each token of ``[BOS] ... [EOS]`` ids (-1 for specials)."""
-        ids = np.asarray(ids)
-        starts = self.starts_word[ids].copy()
-        special = ids < 5
-        starts[special] = False
-        w = np.cumsum(starts) - 1
-        w[special] = -1
-        return w
-
-    def mask(self, ids: np.ndarray, word_cls: np.ndarray, rates: Sequence[float],
-             rng: np.random.Generator | None = None, p_token: float = 0.0,
-             return_kept: bool = False):
-        """Masked copy of ``ids``: each word of class c (1..3) is replaced by a single
-        ``[MASK]`` with probability ``rates[c - 1]``; other real tokens are replaced by
-        ``[MASK]`` with probability ``p_token``. ``rng=None``: deterministic (rate >= 0.5
-        masks, below does not; no token noise). ``return_kept``: also return an int8 array
-        over ``ids``: 1 where the token survived unmasked (a "copy" position), 0 where its
-        attribute word was masked, -1 where token noise masked it."""
-        ids = np.asarray(ids)
-        tw = self.token_words(ids)
-        n_words = int(tw.max()) + 1 if len(tw) else 0
-        wc = np.zeros(n_words, dtype=np.int8)
-        m = min(n_words, len(word_cls))
-        wc[:m] = word_cls[:m]
-        r = np.asarray([0.0] + list(rates))[wc]
-        if rng is None:
-            masked_word = r >= 0.5
-        else:
-            masked_word = rng.random(n_words) < r
-        out = []
-        kept = np.ones(len(ids), dtype=np.int8)
-        prev = -2
-        for j, (t, w) in enumerate(zip(ids.tolist(), tw.tolist(), strict=True)):
-            if w >= 0 and masked_word[w]:
-                if w != prev:
-                    out.append(MASK_ID)
-                prev = w
-                kept[j] = 0
-                continue
-            prev = w
-            if rng is not None and p_token > 0 and w >= 0 and rng.random() < p_token:
-                out.append(MASK_ID)
-                kept[j] = -1
-            else:
-                out.append(t)
-        out = np.asarray(out, dtype=np.int32)
-        return (out, kept) if return_kept else out
+def mask_after_eos(ids: Tensor) -> Tensor:
+    """``(B, T)`` long: 1 up to and including each row's first [EOS] (all, if none), 0
+    after it."""
+    is_eos = (ids == EOS_ID).long()
+    after = (is_eos.cumsum(1) - is_eos) > 0
+    return (~after).long()
 
 
 def token_mask(tokenizer, size: int, keep: Callable[[str], bool]) -> Tensor:
@@ -541,7 +455,7 @@ class TextGenerator(nn.Module):
                 y = gumbel_softmax(logits[:, -1:], tau, gumbel, generator)
                 seq = torch.cat([seq, y], dim=1)
             hard = seq.argmax(-1)
-            return seq, self._mask_after_eos(hard)
+            return seq, mask_after_eos(hard)
         if isinstance(prefix, str):
             if prefix != "greedy":
                 raise ValueError(f"prefix must be 'greedy', 'soft' or a tensor, got {prefix!r}")
@@ -551,14 +465,7 @@ class TextGenerator(nn.Module):
         y = gumbel_softmax(logits, tau, gumbel, generator)
         bos = F.one_hot(ids[:, :1], self.config.vocab_size).to(y.dtype)
         probs = torch.cat([bos, y], dim=1)  # (B, T, V)
-        return probs, self._mask_after_eos(ids)
-
-    @staticmethod
-    def _mask_after_eos(ids: Tensor) -> Tensor:
-        """1 up to and including the first [EOS] (or all, if none), 0 after."""
-        is_eos = (ids == EOS_ID).long()
-        after = (is_eos.cumsum(1) - is_eos) > 0
-        return (~after).long()
+        return probs, mask_after_eos(ids)
 
     # ------------------------------------------------------------------ text helpers
     def prepare_source(self, texts: Sequence[str], mask_attributes: bool | Sequence[float] = True,
@@ -624,456 +531,3 @@ class TextGenerator(nn.Module):
         model.load_state_dict(sd)
         model.meta = meta
         return model.eval()
-
-
-# --------------------------------------------------------------------------------------
-# data for training
-# --------------------------------------------------------------------------------------
-
-
-class _GenCorpus:
-    """Tokenized sentences with word classes and attribute codes (in memory)."""
-
-    def __init__(self, texts, attrs, masker: AttributeMasker, max_len: int):
-        tok = masker.tok
-        enc = tok.backend_tokenizer.encode_batch(list(texts))
-        self.ids: list[np.ndarray] = []
-        self.wcls: list[np.ndarray] = []
-        keep = []
-        for i, (t, e) in enumerate(zip(texts, enc, strict=True)):
-            if len(e.ids) > max_len:
-                continue
-            self.ids.append(np.asarray(e.ids, dtype=np.int32))
-            self.wcls.append(masker.word_classes(t))
-            keep.append(i)
-        self.keep = np.asarray(keep)
-        self.attrs = torch.as_tensor(np.asarray(attrs)[self.keep], dtype=torch.float32)
-        self.lengths = np.array([len(s) for s in self.ids])
-
-    def __len__(self):
-        return len(self.ids)
-
-
-def _pseudo_sentiment(clf: TextClassifier, texts: Sequence[str], cache: Path | None,
-                      log) -> np.ndarray:
-    """Classifier P(positive) for many sentences, cached as .npy next to ``cache``."""
-    if cache is not None and cache.exists():
-        arr = np.load(cache)
-        if len(arr) == len(texts):
-            return arr
-    log(f"[gen] scoring {len(texts)} sentences with the classifier (pseudo-labels)")
-    clf.eval()
-    p = torch.softmax(clf.predict_texts(list(texts), batch_size=512), -1)[:, 1].numpy()
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp.npy")
-        np.save(tmp, p.astype(np.float32))
-        import os
-
-        os.replace(tmp, cache)
-    return p.astype(np.float32)
-
-
-def _make_batch(corpus: _GenCorpus, idx: Sequence[int], masker: AttributeMasker,
-                rng: np.random.Generator, rates, p_token: float):
-    src, tgt, kept = [], [], []
-    for i in idx:
-        ids = corpus.ids[i]
-        tgt.append(ids)
-        m, k = masker.mask(ids, corpus.wcls[i], rates, rng=rng, p_token=p_token,
-                           return_kept=True)
-        src.append(m)
-        kept.append(k)
-    return src, tgt, kept, corpus.attrs[torch.as_tensor(list(idx))]
-
-
-# --------------------------------------------------------------------------------------
-# evaluation
-# --------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate_text_generator(gen: TextGenerator, texts: Sequence[str],
-                            sentiment: Sequence[float], clf: TextClassifier | None = None,
-                            batch_size: int = 128, mask_attributes=True,
-                            mode: str = "greedy", beams: int = 1,
-                            return_texts: bool = False) -> dict:
-    """Quality gates of the generator on normalised sentences.
-
-    * ``token_acc``: teacher-forced next-token accuracy (source masked as at explain time)
-      and ``token_acc_unmasked`` (nothing masked);
-    * ``exact`` / ``bleu``: greedy (or beam) reconstruction with the true code vs source
-      (sacrebleu corpus BLEU);
-    * with ``clf``: ``control``: share of sentences whose decode with the *flipped*
-      sentiment code is classified as the flipped label; ``recon_agree``: share whose
-      reconstruction keeps the classifier's label of the source; ``flip_bleu``: BLEU of
-      the flipped decodes to the sources (content kept);
-    * ``runon``: share of decodes (reconstructions and flips) more than 3 words longer than
-      their source; ``repetition``: mean share of repeated word bigrams in them.
-
-    ``return_texts`` adds the lists ``sources``, ``recons`` and ``flips``.
-    """
-    import sacrebleu
-
-    from cfwidgets.metrics.text import repetition
-
-    was = gen.training
-    gen.eval()
-    texts = list(texts)
-    sent = np.asarray(sentiment, dtype=np.float32)
-    keep = [i for i, t in enumerate(gen.too_long(texts)) if not t]
-    texts = [texts[i] for i in keep]
-    sent = sent[keep]
-    tok = gen.masker.tok
-    n_tok = {True: 0, False: 0}
-    n_ok = {True: 0, False: 0}
-    recon, flipped, hyps_src = [], [], []
-    want = []
-    for i in range(0, len(texts), batch_size):
-        bt = texts[i:i + batch_size]
-        bs = sent[i:i + batch_size]
-        a = gen.attributes_of(bt, bs)
-        tgt, tm = pad_batch([np.asarray(tok.backend_tokenizer.encode(t).ids, dtype=np.int32)
-                             for t in bt])
-        tgt, tm = tgt.to(gen.device), tm.to(gen.device)
-        for masked in (True, False):
-            src, sm = gen.prepare_source(bt, mask_attributes=mask_attributes if masked else False,
-                                         normalize=False)
-            z, zm = gen.encode(src, sm)
-            logits = gen.decode_logits(z, a, tgt[:, :-1], zm)
-            real = tm[:, 1:].bool()
-            n_ok[masked] += int(((logits.argmax(-1) == tgt[:, 1:]) & real).sum())
-            n_tok[masked] += int(real.sum())
-            if masked:
-                ids = gen.generate(z, a, zm, mode=mode, beams=beams)
-                recon += gen.decode_texts(ids)
-                a2 = a.clone()
-                a2[:, 0] = (a[:, 0] < 0.5).float()
-                ids2 = gen.generate(z, a2, zm, mode=mode, beams=beams)
-                flipped += gen.decode_texts(ids2)
-                want += a2[:, 0].long().tolist()
-        hyps_src += bt
-    out = {"n": len(texts),
-           "token_acc": n_ok[True] / max(n_tok[True], 1),
-           "token_acc_unmasked": n_ok[False] / max(n_tok[False], 1),
-           "exact": float(np.mean([r == s for r, s in zip(recon, hyps_src, strict=True)])),
-           "bleu": sacrebleu.corpus_bleu(recon, [hyps_src], tokenize="none").score,
-           "flip_bleu": sacrebleu.corpus_bleu(flipped, [hyps_src], tokenize="none").score,
-           "runon": float(np.mean([len(r.split()) > len(s.split()) + 3
-                                   for r, s in zip(recon + flipped, hyps_src + hyps_src,
-                                                   strict=True)])),
-           "repetition": float(repetition(recon + flipped).mean())}
-    if clf is not None:
-        clf.eval()
-        p_src = clf.predict_texts(hyps_src).argmax(1)
-        p_rec = clf.predict_texts([r or "." for r in recon]).argmax(1)
-        p_flip = clf.predict_texts([r or "." for r in flipped]).argmax(1)
-        w = torch.as_tensor(want)
-        out["control"] = float((p_flip == w).float().mean())
-        out["recon_agree"] = float((p_rec == p_src).float().mean())
-        out["flip_changed_label"] = float((p_flip != p_src).float().mean())
-    if return_texts:
-        out.update(sources=hyps_src, recons=recon, flips=flipped)
-    out["examples"] = [{"source": s, "recon": r, "flipped": f}
-                       for s, r, f in list(zip(hyps_src, recon, flipped, strict=True))[:8]]
-    gen.train(was)
-    return out
-
-
-# --------------------------------------------------------------------------------------
-# training
-# --------------------------------------------------------------------------------------
-
-
-def train_text_generator(
-    checkpoint: str | Path,
-    classifier: TextClassifier | str | Path | None,
-    *,
-    config: TextGeneratorConfig | None = None,
-    steps: int = 20000,
-    max_seconds: float | None = None,
-    seed: int = 0,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    warmup: int = 300,
-    p_attr_mask: Sequence[float] = (0.9, 0.5, 0.5),
-    p_token_mask: float = 0.1,
-    p_word_dropout: float = 0.1,
-    latent_noise: float = 0.1,
-    consistency_weight: float = 0.5,
-    consistency_start: int = 500,
-    consistency_every: int = 2,
-    consistency_tau: float = 0.5,
-    consistency_prefix: str = "source",
-    copy_weight: float = 1.0,
-    eos_weight: float = 0.0,
-    consistency_positions: str = "all",
-    protect_punctuation: bool = False,
-    rt_fraction: float = 0.25,
-    sentiment_source: str = "classifier",
-    eval_every: int = 1000,
-    eval_n: int = 400,
-    log_every: int = 100,
-    max_imdb: int | None = None,
-    save_every_s: float = 180.0,
-    log: Callable[[str], None] | None = print,
-) -> tuple[TextGenerator, dict]:
-    """Train (or resume) the conditional generator; returns ``(model, metrics)``.
-
-    Each step: a batch of sentences (a share ``rt_fraction`` from the Rotten Tomatoes
-    train split, the rest from the IMDB train sentences), attribute words masked in the
-    source (``p_attr_mask`` for sentiment / negation / intensifier words, plus
-    ``p_token_mask`` random tokens), Gaussian noise ``latent_noise`` on ``z``, decoder
-    inputs dropped to ``[MASK]`` with ``p_word_dropout``; loss = reconstruction
-    cross-entropy + ``consistency_weight`` x attribute consistency (every
-    ``consistency_every`` steps from step ``consistency_start``; the frozen classifier
-    judges Gumbel-softmax decodes made with the flipped sentiment code, teacher-forced on
-    the source (``consistency_prefix="source"``) or the model's greedy decode
-    (``"greedy"``)). With the source prefix, ``copy_weight`` x cross-entropy keeps the
-    flipped decode's *unmasked* tokens (and its ``[EOS]``) equal to the source, so only
-    the masked attribute words change (without it, measured: the flipped code sprayed
-    sentiment words over copy positions and skipped ``[EOS]``, "... dull dull dull").
-    ``eos_weight`` x cross-entropy keeps only the source's ``[EOS]`` under the flipped code,
-    and the classifier is shown a one-hot ``[EOS]`` there instead of the decoder's
-    distribution. Measured: without it (``copy_weight=0``) the classifier rewarded a
-    sentiment word in place of ``[EOS]``, and after 4,500 steps most greedy decodes ran on
-    past the sentence ("... philip glass . culture culture culture"; exact match 4 %).
-    ``consistency_positions="masked"`` shows the classifier the source's own tokens except
-    at the masked attribute words, so the code can only act there (with ``"all"``,
-    measured: the decoder learned to put a sentiment word where the final "." was,
-    "... philip glass culture", and that leaked into reconstructions with the true code).
-    ``protect_punctuation`` extends the ``[EOS]`` treatment (``eos_weight``) to the source's
-    punctuation tokens, so the code cannot learn to overwrite the final "." either, while
-    every word position stays open to it.
-    AdamW, linear warm-up then cosine decay to 10%.
-
-    Sentiment code: gold labels for Rotten Tomatoes sentences; for IMDB sentences the
-    classifier's P(positive) (``sentiment_source="classifier"``, computed once and cached)
-    or the weak review label (``"weak"``). Resumes from ``checkpoint``; saves every
-    ``save_every_s`` seconds (atomically), after evaluations, and at the end.
-    ``max_seconds`` caps this call (resume later with the same arguments). ``max_imdb``
-    keeps only the first IMDB sentences (smoke tests); ``log_every``: history interval.
-    """
-    from cfwidgets.data.text import load_imdb_sentences, load_reviews
-
-    say = log or (lambda s: None)
-    checkpoint = Path(checkpoint)
-    torch.manual_seed(seed)
-    config = config or TextGeneratorConfig()
-    ck = load_checkpoint(checkpoint)
-    if ck is not None:
-        config = TextGeneratorConfig(**ck["config"])
-    gen = TextGenerator(config)
-    masker = gen.masker
-
-    clf = None
-    if classifier is not None:
-        clf = TextClassifier.load(classifier) if isinstance(classifier, (str, Path)) else classifier
-        clf.eval()
-        for p in clf.parameters():
-            p.requires_grad_(False)
-        if clf.config.vocab_size != config.vocab_size:
-            raise ValueError("classifier and generator must share the tokenizer (vocab sizes "
-                             f"{clf.config.vocab_size} vs {config.vocab_size})")
-    if consistency_positions not in ("all", "masked"):
-        raise ValueError(f"consistency_positions must be 'all' or 'masked', got {consistency_positions!r}")
-    if consistency_weight > 0 and clf is None:
-        raise ValueError("consistency_weight > 0 needs a classifier (or set it to 0)")
-
-    rt = load_reviews("train")
-    rt_test = load_reviews("test")
-    im = load_imdb_sentences("train")
-    if max_imdb is not None:
-        im = im.subset(slice(0, int(max_imdb)))
-    if sentiment_source == "classifier" and clf is not None:
-        cache = (checkpoint.parent / "imdb_train_pseudo_sentiment.npy"
-                 if max_imdb is None else None)
-        im_sent = _pseudo_sentiment(clf, im.texts, cache, say)
-    elif sentiment_source in ("weak", "classifier"):
-        im_sent = im.labels.astype(np.float32)
-    else:
-        raise ValueError(f"sentiment_source must be 'classifier' or 'weak', got {sentiment_source!r}")
-    im_attr = text_attributes(im.texts, im_sent)
-    rt_corpus = _GenCorpus(rt.texts, rt.attributes, masker, config.max_len)
-    im_corpus = _GenCorpus(im.texts, im_attr, masker, config.max_len)
-    say(f"[gen] corpus: {len(rt_corpus)} RT + {len(im_corpus)} IMDB sentences "
-        f"(<= {config.max_len} tokens); params {sum(p.numel() for p in gen.parameters())}")
-
-    opt = torch.optim.AdamW(gen.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    rt_sampler = LengthBucketSampler(rt_corpus.lengths, max(1, int(batch_size * rt_fraction)),
-                                     seed=seed + 1)
-    im_sampler = LengthBucketSampler(im_corpus.lengths,
-                                     batch_size - max(1, int(batch_size * rt_fraction)),
-                                     seed=seed + 2)
-    state = {"step": 0, "elapsed": 0.0, "history": [], "evals": []}
-    if ck is not None:
-        gen.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        rt_sampler.load_state(ck["rt_sampler"])
-        im_sampler.load_state(ck["im_sampler"])
-        state = ck["state"]
-        say(f"[gen] resumed {checkpoint} at step {state['step']}")
-    rng = np.random.default_rng(seed * 1000 + state["step"])
-    gumbel_gen = torch.Generator().manual_seed(seed + 3 + state["step"])
-    hp = {"steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup,
-          "p_attr_mask": list(p_attr_mask), "p_token_mask": p_token_mask,
-          "p_word_dropout": p_word_dropout, "latent_noise": latent_noise,
-          "consistency_weight": consistency_weight, "consistency_start": consistency_start,
-          "consistency_every": consistency_every, "consistency_tau": consistency_tau,
-          "consistency_prefix": consistency_prefix, "copy_weight": copy_weight,
-          "eos_weight": eos_weight, "consistency_positions": consistency_positions,
-          "protect_punctuation": protect_punctuation,
-          "rt_fraction": rt_fraction,
-          "sentiment_source": sentiment_source, "seed": seed, "max_imdb": max_imdb}
-
-    t0 = time.time()
-    last_save = t0
-
-    def elapsed():
-        return state["elapsed"] + time.time() - t0
-
-    def save():
-        st = dict(state)
-        st["elapsed"] = elapsed()
-        save_checkpoint(checkpoint, {
-            "config": asdict(config), "hparams": hp, "state": st, "model": gen.state_dict(),
-            "opt": opt.state_dict(), "rt_sampler": rt_sampler.state(),
-            "im_sampler": im_sampler.state()})
-
-    def run_eval():
-        if eval_n <= 0:
-            return {"step": state["step"], "elapsed": elapsed()}
-        ev = evaluate_text_generator(gen, rt_test.texts[:eval_n], rt_test.labels[:eval_n], clf)
-        n_im = min(200, eval_n)
-        ev_im = evaluate_text_generator(gen, load_imdb_sentences("test").texts[:n_im],
-                                        np.full(n_im, 0.5), None)
-        rec = {k: v for k, v in ev.items() if k != "examples"}
-        rec.update({"imdb_token_acc": ev_im["token_acc"], "imdb_exact": ev_im["exact"],
-                    "step": state["step"], "elapsed": elapsed()})
-        state["evals"].append(rec)
-        say("[gen eval] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                     for k, v in rec.items()))
-        for ex in ev["examples"][:4]:
-            say(f"   src : {ex['source']}\n   rec : {ex['recon']}\n   flip: {ex['flipped']}")
-        return rec
-
-    # punctuation-only tokens (no letter or digit), for protect_punctuation
-    punct = token_mask(masker.tok, config.vocab_size, lambda tok: not any(c.isalnum() for c in tok))
-    punct[[PAD_ID, 1, BOS_ID, EOS_ID, MASK_ID]] = False  # special tokens
-    gen.train()
-    run = {}
-    out_of_time = False
-    while state["step"] < steps:
-        if max_seconds is not None and time.time() - t0 > max_seconds:
-            out_of_time = True
-            break
-        s = state["step"]
-        cur_lr = lr * min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (
-            1 + math.cos(math.pi * min(1.0, s / max(steps, 1)))))
-        for g in opt.param_groups:
-            g["lr"] = cur_lr
-        t_step = time.time()
-        b1 = _make_batch(rt_corpus, next(rt_sampler).tolist(), masker, rng, p_attr_mask,
-                         p_token_mask)
-        b2 = _make_batch(im_corpus, next(im_sampler).tolist(), masker, rng, p_attr_mask,
-                         p_token_mask)
-        src, sm = pad_batch(b1[0] + b2[0])
-        tgt, tm = pad_batch(b1[1] + b2[1])
-        pos_kind, _ = pad_batch([(k + 1).astype(np.int32) for k in b1[2] + b2[2]])  # 0 = pad
-        kept = pos_kind == 2  # copied tokens
-        attr_slot = pos_kind == 1  # tokens of masked attribute words
-        a = torch.cat([b1[3], b2[3]])
-        z, zm = gen.encode(src, sm)
-        if latent_noise > 0:
-            z = z + latent_noise * torch.randn_like(z)
-        dec_in = tgt[:, :-1].clone()
-        if p_word_dropout > 0:
-            drop = (torch.rand(dec_in.shape) < p_word_dropout) & (dec_in > 4)
-            dec_in[drop] = MASK_ID
-        logits = gen.decode_logits(z, a, dec_in, zm)
-        real = tm[:, 1:].bool()
-        rec_loss = F.cross_entropy(logits[real], tgt[:, 1:][real])
-        loss = rec_loss
-        stats = {"rec": rec_loss.item(),
-                 "acc": float((logits.argmax(-1)[real] == tgt[:, 1:][real]).float().mean())}
-        if (consistency_weight > 0 and s >= consistency_start
-                and s % max(consistency_every, 1) == 0):
-            a2 = a.clone()
-            a2[:, 0] = (a[:, 0] < 0.5).float()
-            if consistency_prefix == "greedy":
-                gen.eval()
-                prefix = gen.generate(z.detach(), a2, zm)
-                gen.train()
-                probs, pmask = gen.soft_decode(z, a2, zm, tau=consistency_tau, gumbel=True,
-                                               prefix=prefix, generator=gumbel_gen)
-            else:  # teacher-forced on the source sentence
-                logits2 = gen.decode_logits(z, a2, tgt[:, :-1], zm)  # (B, T-1, V)
-                y = gumbel_softmax(logits2, consistency_tau, True, gumbel_gen)
-                # positions where the classifier reads the source's own token
-                fixed = torch.zeros_like(real)
-                if consistency_positions == "masked":
-                    # everywhere except the masked attribute words' tokens: only they can
-                    # carry the flipped code
-                    fixed = ~(attr_slot[:, 1:] & real)
-                if eos_weight > 0:
-                    # the sentence ends where the source ends, whatever the code says
-                    # (and, with protect_punctuation, keeps its punctuation)
-                    at_eos = (tgt[:, 1:] == EOS_ID) & real
-                    if protect_punctuation:
-                        at_eos = at_eos | (punct[tgt[:, 1:]] & real)
-                    eos_loss = F.cross_entropy(logits2[at_eos], tgt[:, 1:][at_eos])
-                    loss = loss + eos_weight * eos_loss
-                    stats["eos"] = eos_loss.item()
-                    fixed = fixed | at_eos
-                if consistency_positions == "masked" or eos_weight > 0:
-                    y = torch.where(fixed.unsqueeze(-1),
-                                    F.one_hot(tgt[:, 1:], config.vocab_size).to(y.dtype), y)
-                probs = torch.cat([F.one_hot(tgt[:, :1], config.vocab_size).to(y.dtype), y], 1)
-                pmask = tm
-                if copy_weight > 0:
-                    # keep the unmasked (copied) tokens, [EOS] included, under the flipped
-                    # code: only the masked attribute words are free to change
-                    cp = kept[:, 1:].bool() & real
-                    copy_loss = F.cross_entropy(logits2[cp], tgt[:, 1:][cp])
-                    loss = loss + copy_weight * copy_loss
-                    stats["copy"] = copy_loss.item()
-            cl = clf.forward_soft(probs[:, : clf.config.max_len], pmask[:, : clf.config.max_len])
-            con_loss = F.cross_entropy(cl, a2[:, 0].long())
-            loss = loss + consistency_weight * con_loss
-            stats["con"] = con_loss.item()
-            stats["con_acc"] = float((cl.argmax(1) == a2[:, 0].long()).float().mean())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(gen.parameters(), 1.0)
-        opt.step()
-        stats["sec"] = time.time() - t_step
-        state["step"] += 1
-        for k, v in stats.items():
-            run[k] = v if k not in run else 0.98 * run[k] + 0.02 * v
-        if state["step"] % max(log_every, 1) == 0:
-            rec = {"step": state["step"], "elapsed": elapsed(), "lr": cur_lr, **run}
-            state["history"].append(rec)
-            say("[gen] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                    for k, v in rec.items()))
-        if eval_every and state["step"] % eval_every == 0:
-            run_eval()
-            gen.train()
-            save()
-            last_save = time.time()
-        elif time.time() - last_save > save_every_s:
-            save()
-            last_save = time.time()
-    if out_of_time:
-        save()
-        say(f"[gen] stopped after max_seconds at step {state['step']}; resume with the same "
-            f"checkpoint ({checkpoint})")
-        gen.eval()
-        return gen, state["evals"][-1] if state["evals"] else {}
-    if (state.get("final") or {}).get("step") != state["step"]:
-        rec = run_eval()
-        rec.update({"params": sum(p.numel() for p in gen.parameters()), "hparams": hp})
-        state["final"] = rec
-        save()
-    gen.eval()
-    return gen, state["final"]
-

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .._png import _to_numpy_img, grid_png, png_bytes
 
 __all__ = ["png_bytes", "img_tag", "diff_rgb", "result_html", "report_html", "grid_png",
            "colorbar_png", "diff_range", "DIFF_RANGES", "prob_bars_html", "loss_svg", "metrics_html", "DIFF_CMAP", "CSS", "fmt", "table_html", "HEADINGS",
@@ -41,19 +42,6 @@ CSS = """
 .cfw-swatch{display:inline-block;width:60px;height:9px;vertical-align:middle;background:linear-gradient(to right,#053061,#f7f7f7,#67001f)}
 </style>
 """
-
-
-def _to_numpy_img(img: Tensor | np.ndarray) -> np.ndarray:
-    """Tensors are (C, H, W) or (H, W); numpy arrays (H, W), (H, W, 3) or (1, H, W)."""
-    if isinstance(img, Tensor):
-        a = img.detach().cpu().float().numpy()
-        if a.ndim == 3:
-            a = a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
-        return a
-    a = np.asarray(img, dtype=np.float32)
-    if a.ndim == 3 and a.shape[0] == 1:
-        a = a[0]
-    return a
 
 
 @lru_cache(maxsize=4)
@@ -96,27 +84,6 @@ def diff_range(*pairs_or_max) -> float:
         if m <= r + 1e-6:
             return r
     return 1.0
-
-
-def png_bytes(img: Tensor | np.ndarray, scale: int = 4, *, fast: bool = False) -> bytes:
-    """A grey (H, W), (1, H, W) or RGB (H, W, 3) image in [0, 1] as PNG bytes, enlarged
-    ``scale`` times with nearest-neighbour. ``fast=True`` compresses lightly (about 20x
-    quicker, for live widget updates); the default makes the smallest file (for HTML that
-    is saved)."""
-    from PIL import Image
-
-    a = _to_numpy_img(img)
-    a = np.clip(a, 0, 1)
-    if scale > 1:
-        a = a.repeat(scale, 0).repeat(scale, 1)
-    a8 = (a * 255 + 0.5).astype(np.uint8)
-    im = Image.fromarray(a8, mode="L" if a8.ndim == 2 else "RGB")
-    buf = io.BytesIO()
-    if fast:
-        im.save(buf, format="PNG", compress_level=1)
-    else:
-        im.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
 
 
 def img_tag(img: Tensor | np.ndarray, scale: int = 4, title: str = "", alt: str = "") -> str:
@@ -252,19 +219,6 @@ def report_html(title: str, sections: Mapping[str, str], table_html: str = "", i
         f"</head><body><h1>{html.escape(title)}</h1>{intro}"
         f"{'<h2>Metrics</h2>' + table_html if table_html else ''}{body}</body></html>"
     )
-
-
-def grid_png(images: Tensor, nrow: int = 8, scale: int = 2, pad: int = 1) -> bytes:
-    """A grid of (N, C, H, W) images as PNG bytes (sample sheets beside checkpoints)."""
-    imgs = images.detach().cpu().float().clamp(0, 1)
-    n, c, h, w = imgs.shape
-    ncol = min(nrow, n)
-    nr = (n + ncol - 1) // ncol
-    canvas = torch.ones(c, nr * (h + pad) + pad, ncol * (w + pad) + pad)
-    for i in range(n):
-        r, k = divmod(i, ncol)
-        canvas[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = imgs[i]
-    return png_bytes(canvas, scale)
 
 
 # ----------------------------------------------------------------- widget parts

@@ -39,6 +39,7 @@ from ..config import knobs
 from ..methods.base import CounterfactualMethod
 from ..methods.diffeomorphic import DiffeomorphicCounterfactual
 from ..methods.wachter import Wachter
+from ..metrics.core import oracle_agreement, oracle_prediction
 from ..result import CounterfactualResult
 from ..viz import html as vh
 from .base import CounterfactualWidget, RunJob
@@ -344,9 +345,7 @@ class DiffeomorphicWidget(CounterfactualWidget):
     def _oracle_text(self, res: CounterfactualResult) -> str:
         if self.oracle is None:
             return ""
-        with torch.no_grad():
-            dev = next(self.oracle.parameters()).device
-            k = int(self.oracle(res.x_cf[:1].to(dev)).argmax(1)[0])
+        k = int(oracle_prediction(res[:1], self.oracle)[0])
         ok = k == int(res.target[0])
         return (f"<br>oracle says <span class='{'cfw-ok' if ok else 'cfw-bad'}'>"
                 f"{html.escape(self.class_names[k])}</span>")
@@ -364,9 +363,7 @@ class DiffeomorphicWidget(CounterfactualWidget):
             if self.vae is not None:
                 bits.append(f"tangent fraction <b>{fmt(float(tangent_fraction(r, self.vae)[0]), '%')}</b>")
             if self.oracle is not None:
-                with torch.no_grad():
-                    dev = next(self.oracle.parameters()).device
-                    ok = int(self.oracle(r.x_cf[:1].to(dev)).argmax(1)[0]) == int(r.target[0])
+                ok = bool(oracle_agreement(r[:1], self.oracle)[0])
                 bits.append(f"oracle <span class='{'cfw-ok' if ok else 'cfw-bad'}'>"
                             f"{'agrees' if ok else 'disagrees'}</span>")
             if bits:

@@ -42,6 +42,7 @@ import ipywidgets as W
 import torch
 
 from ..methods.base import CounterfactualMethod
+from ..methods.text_candidates import Candidate
 from ..result import CounterfactualResult
 from ..viz import html as vh
 from .base import CounterfactualWidget
@@ -55,14 +56,14 @@ _RARE = ("long_inputs", "mask_attributes", "population", "search_noise", "kappa"
          "max_len", "skip_punctuation", "per_position", "length_slack")
 
 
-def _dedupe_ranked(cands: list[dict]) -> list[tuple[dict, int]]:
+def _dedupe_ranked(cands: list[Candidate]) -> list[tuple[Candidate, int]]:
     """Valid candidates first (then the method's rank), identical sentences folded into one
     row with their count."""
-    order = sorted(cands, key=lambda c: (not c["valid"], c["rank"]))
-    out: list[tuple[dict, int]] = []
+    order = sorted(cands, key=lambda c: (not c.valid, c.rank))
+    out: list[tuple[Candidate, int]] = []
     seen: dict[str, int] = {}
     for c in order:
-        key = " ".join(str(c["text"]).split())
+        key = " ".join(str(c.text).split())
         if key in seen:
             first, k = out[seen[key]]
             out[seen[key]] = (first, k + 1)
@@ -87,18 +88,17 @@ def candidates_html(result: CounterfactualResult, row: int = 0) -> str:
                 "unknown words</th><th>kind</th></tr>")
         body = []
         for pos, (c, count) in enumerate(_dedupe_ranked(cands[row])):
-            ok = "<span class='cfw-ok'>&#10003;</span>" if c["valid"] else "<span class='cfw-bad'>&#10007;</span>"
-            ppl = "" if c.get("ppl_ratio") is None else vh.fmt(c["ppl_ratio"])
-            nw = "" if c.get("nonword_rate") is None else vh.fmt(c["nonword_rate"], "%")
+            ok = "<span class='cfw-ok'>&#10003;</span>" if c.valid else "<span class='cfw-bad'>&#10007;</span>"
+            ppl = "" if c.ppl_ratio is None else vh.fmt(c.ppl_ratio)
+            nw = "" if c.nonword_rate is None else vh.fmt(c.nonword_rate, "%")
             times = f" <span style='color:#57606a'>&times;{count}</span>" if count > 1 else ""
-            tip = html.escape(f"method rank {c['rank'] + 1}, restart {c.get('restart', '')}, "
-                              f"step {c.get('step', '')}")
+            tip = html.escape(f"method rank {c.rank + 1}, restart {c.restart}, step {c.step}")
             body.append(f"<tr><td title='{tip}'>{pos + 1}</td><td style='text-align:left;"
-                        f"white-space:normal'>{vh.word_diff_html(src, c['text'])}{times}</td><td>{ok}</td>"
-                        f"<td style='white-space:nowrap'>{vh.fmt(c['p_target'], '%')}</td>"
-                        f"<td style='white-space:nowrap'>{c['edit_distance']} ({vh.fmt(c['edit_norm'], '%')})</td>"
+                        f"white-space:normal'>{vh.word_diff_html(src, c.text)}{times}</td><td>{ok}</td>"
+                        f"<td style='white-space:nowrap'>{vh.fmt(c.p_target, '%')}</td>"
+                        f"<td style='white-space:nowrap'>{c.edit_distance} ({vh.fmt(c.edit_norm, '%')})</td>"
                         f"<td>{ppl}</td><td style='white-space:nowrap'>{nw}</td>"
-                        f"<td style='white-space:nowrap'>{html.escape(str(c.get('kind', '')))}</td></tr>")
+                        f"<td style='white-space:nowrap'>{html.escape(c.kind)}</td></tr>")
         return (f"{vh.TEXT_CSS}<div style='font-size:12px;margin:4px 0;white-space:normal;line-height:1.35'>"
                 f"<b>candidates</b>, valid first (ranked by "
                 f"{html.escape(str(result.meta.get('ranked_by', '')))})</div>"

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._utils import cache_dir, resolve_device
+from .._utils import ProcessCache, cache_dir, resolve_device
 
 __all__ = [
     "Recipe",
@@ -66,10 +66,9 @@ RECIPE_MODULES = [
     "cfwidgets.zoo.recipes.ganmex",
 ]
 
-_RECIPES: dict[str, Recipe] = {}
-_SKIPPED: dict[str, str] = {}
-_LOADED_MODULES = False
-_STATE_CACHE: dict[tuple[str, str], tuple[dict, dict]] = {}
+#: verified checkpoints read this process: ``(name, weights path) -> (state, meta)``;
+#: an entry is used only while the file's mtime matches ``meta["_mtime"]``
+_STATE_CACHE = ProcessCache("zoo checkpoints")
 
 
 class ZooError(RuntimeError):
@@ -154,37 +153,66 @@ class Recipe:
         return cfg
 
 
+class RecipeRegistry:
+    """The recipes by name; the recipe modules are imported on first use (a module whose
+    optional dependency is missing is skipped, with the reason in :attr:`skipped`)."""
+
+    def __init__(self, modules: list[str]):
+        self.modules = modules
+        self.skipped: dict[str, str] = {}
+        self._recipes: dict[str, Recipe] = {}
+        self._imported = False
+
+    def register(self, recipe: Recipe) -> Recipe:
+        if recipe.name in self._recipes and self._recipes[recipe.name] is not recipe:
+            raise ValueError(f"recipe {recipe.name!r} registered twice")
+        self._recipes[recipe.name] = recipe
+        return recipe
+
+    def _import_modules(self) -> None:
+        if self._imported:
+            return
+        self._imported = True
+        for mod in self.modules:
+            try:
+                importlib.import_module(mod)
+            except ImportError as e:
+                self.skipped[mod] = str(e)
+
+    def all(self) -> dict[str, Recipe]:
+        self._import_modules()
+        return dict(sorted(self._recipes.items()))
+
+    def get(self, name: str) -> Recipe:
+        self._import_modules()
+        if name not in self._recipes:
+            extra = (f" (recipe modules skipped for missing dependencies: {self.skipped})"
+                     if self.skipped else "")
+            raise KeyError(f"unknown zoo recipe {name!r}; available: {sorted(self._recipes)}{extra}")
+        return self._recipes[name]
+
+
+_REGISTRY = RecipeRegistry(RECIPE_MODULES)
+
+
 def register(recipe: Recipe) -> Recipe:
-    if recipe.name in _RECIPES and _RECIPES[recipe.name] is not recipe:
-        raise ValueError(f"recipe {recipe.name!r} registered twice")
-    _RECIPES[recipe.name] = recipe
-    return recipe
-
-
-def _ensure_registered() -> None:
-    global _LOADED_MODULES
-    if _LOADED_MODULES:
-        return
-    _LOADED_MODULES = True
-    for mod in RECIPE_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ImportError as e:
-            _SKIPPED[mod] = str(e)
+    """Add ``recipe`` to the zoo (recipe modules call this at import)."""
+    return _REGISTRY.register(recipe)
 
 
 def recipes() -> dict[str, Recipe]:
     """All registered recipes by name."""
-    _ensure_registered()
-    return dict(sorted(_RECIPES.items()))
+    return _REGISTRY.all()
 
 
 def get_recipe(name: str) -> Recipe:
-    _ensure_registered()
-    if name not in _RECIPES:
-        extra = f" (recipe modules skipped for missing dependencies: {_SKIPPED})" if _SKIPPED else ""
-        raise KeyError(f"unknown zoo recipe {name!r}; available: {sorted(_RECIPES)}{extra}")
-    return _RECIPES[name]
+    return _REGISTRY.get(name)
+
+
+def skipped_modules() -> dict[str, str]:
+    """Recipe modules skipped for a missing optional dependency, with the reason."""
+    _REGISTRY.all()
+    return dict(_REGISTRY.skipped)
 
 
 # ------------------------------------------------------------------------ paths
@@ -347,7 +375,7 @@ def _write_checkpoint(model: nn.Module, meta: dict, weights: Path, meta_path: Pa
 
 def _train(recipe: Recipe, *, device: torch.device, reduced: bool, progress: bool,
            overrides: dict | None = None, resume_dir: Path | None = None) -> tuple[nn.Module, dict, dict]:
-    from .. import __version__
+    from .._version import __version__
 
     cfg = recipe.full_config(reduced, **(overrides or {}))
     torch.manual_seed(recipe.seed)
@@ -412,7 +440,7 @@ def build(name: str, *, force: bool = False, reduced: bool = False, device="auto
         model, meta, artifacts = _train(recipe, device=dev, reduced=reduced, progress=progress,
                                         overrides=overrides, resume_dir=weights.parent)
         meta = _write_checkpoint(model, meta, weights, meta_path, artifacts)
-        _STATE_CACHE.pop((name, str(weights)), None)
+        _STATE_CACHE.pop((name, str(weights)))
     model.zoo_meta = meta  # type: ignore[attr-defined]
     return model.eval()
 
@@ -454,7 +482,7 @@ def load(name: str, *, device="auto", train: bool = True, progress: bool = True)
         model, state, meta = ok
         meta["_mtime"] = weights.stat().st_mtime_ns
         meta["source"] = "shipped" if weights.parent == SHIPPED_DIR else "cache"
-        _STATE_CACHE[key] = (state, meta)
+        _STATE_CACHE.put(key, (state, meta))
         if set_aside:
             warnings.warn("ignoring unusable checkpoint(s): " + "; ".join(reasons)
                           + f" -- using the {meta['source']} weights.", UserWarning, stacklevel=2)

@@ -14,8 +14,8 @@ import torch
 torch.set_num_threads(1)
 from cfwidgets.data.text import load_reviews  # noqa: E402
 from cfwidgets.models.text_classifier import TextClassifier  # noqa: E402
-from cfwidgets.models.text_generator import (  # noqa: E402
-    TextGenerator, TextGeneratorConfig, evaluate_text_generator)
+from cfwidgets.models.text_generator import TextGenerator, TextGeneratorConfig  # noqa: E402
+from cfwidgets.zoo.text_generator_train import evaluate_text_generator  # noqa: E402
 
 ck = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
 gen = TextGenerator(TextGeneratorConfig(**ck["config"]))

@@ -10,7 +10,8 @@ from dataclasses import fields
 import torch
 
 torch.set_num_threads(1)
-from cfwidgets.models.text_generator import TextGeneratorConfig, train_text_generator  # noqa: E402
+from cfwidgets.models.text_generator import TextGeneratorConfig  # noqa: E402
+from cfwidgets.zoo.text_generator_train import train_text_generator  # noqa: E402
 
 name, clf = sys.argv[1], sys.argv[2]
 cfg_keys = {f.name: f.type for f in fields(TextGeneratorConfig)}

@@ -57,7 +57,7 @@ def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
 
 
 def _sample_png(images: torch.Tensor, nrow: int = 8) -> bytes:
-    from ...viz.html import grid_png
+    from ..._png import grid_png
 
     return grid_png(images, nrow=nrow, scale=2)
 

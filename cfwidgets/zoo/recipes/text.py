@@ -274,7 +274,8 @@ _GEN_TRAIN_KEYS = ("steps", "batch_size", "lr", "warmup", "copy_weight", "eos_we
 
 
 def _gen_train(model, cfg: dict, ctx: TrainContext) -> dict:
-    from ...models.text_generator import TextGeneratorConfig, train_text_generator
+    from ...models.text_generator import TextGeneratorConfig
+    from ..text_generator_train import train_text_generator
 
     clf = None
     if cfg.get("consistency_weight", 0) > 0 or cfg.get("sentiment_source") == "classifier":
@@ -388,7 +389,7 @@ def adopt(name: str, source: str | Path, *, metrics: dict | None = None, config:
     import platform
     import time
 
-    from ... import __version__
+    from ..._version import __version__
     from ..core import _write_checkpoint, cache_paths, get_recipe
 
     recipe = get_recipe(name)
