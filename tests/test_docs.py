@@ -1,6 +1,7 @@
 """The documentation site: its generated pages follow the registry, and it builds strictly."""
 
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -93,3 +94,21 @@ def test_mkdocs_build_strict(tmp_path):
         assert (site / "tutorials" / nb.stem / "index.html").exists(), nb.name
     api = (site / "api" / "cfwidgets.config" / "index.html").read_text()
     assert "knobs" in api and "validate" in api
+
+
+def test_readme_gallery_follows_the_registry():
+    """The README's gallery names every registered method and shows committed, small PNGs
+    (refresh: python experiments/refresh_gallery.py, or --no-run for the text alone)."""
+    from cfwidgets.methods import METHODS
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start, end = readme.index("<!-- gallery:start -->"), readme.index("<!-- gallery:end -->")
+    gallery = readme[start:end]
+    missing = [n for n, cls in METHODS.items() if f"(`{n}`): {cls.paper}" not in gallery]
+    assert not missing, (f"the README gallery lacks {missing}: run "
+                         f"`python experiments/refresh_gallery.py --no-run`")
+    pngs = [ROOT / p for p in re.findall(r"\]\((docs/gallery/[^)]+\.png)\)", gallery)]
+    assert pngs, "the gallery shows no screenshot"
+    for png in pngs:
+        assert png.exists() and png.stat().st_size < 300_000, png
+    assert 'device="cuda"' in gallery and "--batch-size" in gallery
