@@ -24,9 +24,12 @@ import importlib
 import inspect
 import pkgutil
 import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # document this checkout's cfwidgets, whatever is installed
+    sys.path.insert(0, str(ROOT))
 DOCS = ROOT / "docs"
 GENERATED = ("methods", "tutorials", "api")
 
