@@ -52,7 +52,8 @@ def perturbation_curves(classifier: nn.Module, x: Tensor, attribution: Tensor, b
     """Probabilities of ``source`` and ``target`` as the top-ranked pixels are swapped.
 
     Args:
-        x, attribution: ``(B, C, H, W)``.
+        x: ``(B, C, H, W)`` inputs.
+        attribution: ``(B, C, H, W)`` attribution maps of ``x``.
         baseline: ``(B, C, H, W)`` or ``(B, R, C, H, W)`` (curves averaged over the ``R``
             references).
         mode: ``"deletion"`` (``x`` -> baseline pixels, top first) or ``"insertion"``

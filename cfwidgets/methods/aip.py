@@ -73,12 +73,16 @@ def aip_objective(
     Args:
         logits: ``(B, K)`` classifier logits of ``g(z, a)`` (for text: of the soft decode).
         target: ``(B,)`` target classes.
-        z, z0: ``(B, ...)`` current and initial latent codes.
-        a, a0: ``(B, spec.dim)`` current and initial attribute vectors.
+        z: ``(B, ...)`` current latent codes.
+        z0: ``(B, ...)`` initial latent codes.
+        a: ``(B, spec.dim)`` current attribute vectors.
+        a0: ``(B, spec.dim)`` initial attribute vectors.
         spec: the generator's :class:`~cfwidgets.models.conditional.AttributeSpec`.
         weights: ``(A,)`` per-attribute weights ``w_i`` (default all 1).
-        beta_z, beta_a: weights of the latent and attribute proximity terms.
-        loss, kappa: class term ``"ce"`` or ``"hinge"`` with margin ``kappa``.
+        beta_z: weight of the latent proximity term.
+        beta_a: weight of the attribute proximity term.
+        loss: class term ``"ce"`` or ``"hinge"``.
+        kappa: the hinge's margin.
 
     Returns:
         ``{"class", "latent", "attributes", "loss"}``, each ``(B,)``; ``loss`` is the

@@ -387,7 +387,8 @@ class ConditionalVAE(nn.Module):
             checkpoint carries them).
         z_dim: latent size.
         width: hidden width unit (encoder 2w, decoder 2w -> 4w -> 784).
-        enc_hidden, dec_hidden: explicit hidden sizes (override ``width``).
+        enc_hidden: explicit encoder hidden sizes (override ``width``).
+        dec_hidden: explicit decoder hidden sizes (override ``width``).
         measure: optional ``x -> (B, n_continuous)`` natural-unit measurement of the
             continuous attributes (e.g. :func:`cfwidgets.data.morphometrics`).
     """

@@ -54,7 +54,8 @@ class AttributionWidget:
         ganmex: a :class:`~cfwidgets.methods.ganmex.GANMEX` method (its classifier is
             explained; its translator gives the GANMEX baseline).
         dataset: an ``ImageDataset`` (or an ``(N, C, H, W)`` tensor) to pick inputs from.
-        index, target: the initial input and target class (default: the runner-up).
+        index: the initial input (a row of ``dataset``).
+        target: the initial target class (default: the runner-up).
         baselines: the baselines compared at first.
         method: the attribution method at first.
     """

@@ -54,9 +54,11 @@ class CounterfactualWidget(W.VBox):
         defaults: initial knob values (e.g. ``{"steps": 200}``), validated against the Config.
         hidden: knob names not shown as controls (their ``defaults`` value, if any, is
             still passed to ``explain``).
-        device, seed: initial values of the device dropdown and the seed box.
+        device: initial value of the device dropdown.
+        seed: initial value of the seed box.
         preview_every: live preview of the counterfactual every this many steps.
-        autoencoders, oracle: optional models for the realism (IM1/IM2) and oracle metrics.
+        autoencoders: optional class autoencoders for the realism metrics (IM1/IM2).
+        oracle: optional independent classifier for the oracle metric.
         scale: image enlargement factor (default: about 140 px per image).
         title: header text (default: the method's title).
         app: app mode (Voila, or a page for people who do not program): only the input,

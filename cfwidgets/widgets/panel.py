@@ -45,7 +45,10 @@ class ControlPanel:
         defaults: initial knob values (validated against ``config``).
         hidden: knob names without a control (their ``defaults`` are still used).
         primary: knob names shown outside "Advanced".
-        devices, device, seed, preview_every: the run settings' choices and values.
+        devices: the device dropdown's choices.
+        device: the initial device.
+        seed: the initial seed.
+        preview_every: the initial live-preview interval (steps).
         app: app mode: no device, seed or preview controls (their values still apply).
 
     Attributes: ``target_dropdown``, ``knob_controls`` (name -> :class:`KnobControl`),
