@@ -155,8 +155,11 @@ class _PixelPrior(nn.Module):
 
 
 def _grouped_conv_weight(groups: int, c_out: int, c_in: int, k: int, gen: torch.Generator) -> Tensor:
+    # one draw repeated for every group: each query's network starts from the same weights,
+    # so a row's result does not depend on its position in the batch (batch = one-by-one)
     bound = 1.0 / math.sqrt(c_in * k * k)
-    return (torch.rand(groups * c_out, c_in, k, k, generator=gen) * 2 - 1) * bound * math.sqrt(3)
+    w = (torch.rand(c_out, c_in, k, k, generator=gen) * 2 - 1) * bound * math.sqrt(3)
+    return w.repeat(groups, 1, 1, 1)
 
 
 class _DIPPrior(nn.Module):
@@ -170,7 +173,8 @@ class _DIPPrior(nn.Module):
         super().__init__()
         c, h, w = shape
         self.b, self.width, self.c = batch, width, c
-        self.register_buffer("noise", torch.rand(1, batch * noise_channels, h, w, generator=gen) * 0.1)
+        noise = torch.rand(1, noise_channels, h, w, generator=gen) * 0.1  # the same for every row
+        self.register_buffer("noise", noise.repeat(1, batch, 1, 1))
         specs = {"enc1": (width, noise_channels), "down": (width, width), "mid": (width, width),
                  "up": (width, width), "out": (c, 2 * width)}
         self.weights = nn.ParameterDict({
@@ -222,7 +226,8 @@ class _INRPrior(nn.Module):
         self.bs = nn.ParameterList()
         for i, (di, do) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
             bound = math.sqrt(6.0 / di) if i < len(dims) - 2 else math.sqrt(1.0 / di)
-            self.ws.append(nn.Parameter((torch.rand(batch, di, do, generator=gen) * 2 - 1) * bound / 2))
+            w0 = (torch.rand(1, di, do, generator=gen) * 2 - 1) * bound / 2  # the same start per row
+            self.ws.append(nn.Parameter(w0.repeat(batch, 1, 1)))
             self.bs.append(nn.Parameter(torch.zeros(batch, 1, do)))
 
     def set_band(self, frac: float) -> None:
@@ -301,7 +306,7 @@ class DISC(CounterfactualMethod):
         confidence: float = knob(0.99, 0.5, 0.9999, "Stop a query once the target probability reaches "
                                  "this value.")
         record_every: int = knob(0, 0, 1000, "Keep a trajectory snapshot every this many steps (0 = about "
-                                 "25 snapshots; stage ends are always kept).")
+                                 "25 snapshots); every stage's end is a snapshot too.")
 
     def __init__(self, classifier, /, uncertainty: nn.Module | None = None, *, device=None) -> None:
         if uncertainty is not None and not callable(getattr(uncertainty, "certainty", None)):
@@ -440,8 +445,8 @@ class DISC(CounterfactualMethod):
                     prior.project()
                     step += 1
                 stats.active = cfg.a_bn > 0
-                with torch.no_grad():
-                    frame = prior().detach()
+                with torch.no_grad():  # what a viewer sees: rows that finished stay frozen
+                    frame = rec._view(prior().detach()) if rec.x_final is not None else prior().detach()
                 stage_ends.append(step)
                 stage_frames.append(frame)
                 stage_names.append(name)
@@ -452,6 +457,12 @@ class DISC(CounterfactualMethod):
                 x_last = prior().detach()
                 probs_last = self.classifier(x_last).softmax(-1)
         x_out, p_out = rec.finish(x_last, probs_last)
+        # every stage's end is a frame of the path (the widget's slider steps through them)
+        for at, frame in zip(stage_ends, stage_frames, strict=True):
+            if at not in rec.trajectory_steps:
+                pos = sum(1 for s_ in rec.trajectory_steps if s_ < at)
+                rec.trajectory.insert(pos, frame)
+                rec.trajectory_steps.insert(pos, at)
         unc = self._certainty_model()
         manifold = ("duq (classifier)" if unc is self.classifier else
                     "duq (uncertainty model)" if unc is not None else "energy stand-in")

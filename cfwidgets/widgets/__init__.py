@@ -115,7 +115,8 @@ the run state is guarded by the runner's lock. Create your own widgets before
 
 from .base import CounterfactualWidget
 from .controls import KnobControl, knob_control
+from .disc import DISCWidget
 from .panel import ControlPanel
 from .runner import RunJob, Runner
 
-__all__ = ["ControlPanel", "CounterfactualWidget", "KnobControl", "RunJob", "Runner", "knob_control"]
+__all__ = ["ControlPanel", "CounterfactualWidget", "DISCWidget", "KnobControl", "RunJob", "Runner", "knob_control"]

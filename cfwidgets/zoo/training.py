@@ -161,7 +161,8 @@ def train_duq(model, x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, cfg: 
     and after each update an EMA step of the class centroids (in eval mode, without
     gradients). Deviation: Adam with a one-cycle schedule instead of the paper's SGD with
     momentum, and an EMA factor ``gamma`` of 0.99 instead of 0.999, because the budget is
-    a few hundred updates (0.999 would keep the random initial centroids).
+    a few hundred updates (0.999 would keep the random initial centroids), and after
+    training one pass that sets each centroid to its class's mean embedding (``final_centroids``).
 
     Metrics: accuracy, mean max certainty on test digits, and (given ``x_ood``) the AUROC
     of max certainty separating test digits from out-of-distribution images.
@@ -195,8 +196,13 @@ def train_duq(model, x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, cfg: 
             if cfg.get("augment", True):
                 xb = augment(xb, g).clamp(0, 1)
             xb.requires_grad_(lam > 0)
-            k = model.certainty(xb)
-            loss = F.binary_cross_entropy(k.clamp(1e-6, 1 - 1e-6), F.one_hot(yb, model.num_classes).float())
+            log_k = model.log_certainty(xb)
+            k = log_k.exp()
+            onehot = F.one_hot(yb, model.num_classes).float()
+            # binary cross-entropy on K written in log K: at initialisation K is ~exp(-75),
+            # where a clamped BCE on K would pass no gradient at all
+            log_not_k = torch.log1p(-k.clamp(max=1 - 1e-6))
+            loss = -(onehot * log_k + (1 - onehot) * log_not_k).mean()
             if lam > 0:
                 (grad,) = torch.autograd.grad(k.sum(), xb, create_graph=True)
                 loss = loss + lam * ((grad.flatten(1).pow(2).sum(1) - 1) ** 2).mean()
@@ -211,6 +217,20 @@ def train_duq(model, x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, cfg: 
         ctx.save_state({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                         "gen": g.get_state(), "epoch": epoch + 1})
     model.eval()
+    if cfg.get("final_centroids", True):
+        # the EMA's fixed point: each centroid set to the class mean of the embeddings of the
+        # (un-augmented) training digits under the final weights. A few hundred updates leave
+        # the EMA trailing the moving embeddings; one pass without gradients removes the lag.
+        with torch.no_grad():
+            sums = torch.zeros_like(model.centroid_sums)
+            counts = torch.zeros_like(model.centroid_counts)
+            for i in range(0, n, 500):
+                xb, yb = x[i:i + 500].to(dev), y[i:i + 500].to(dev)
+                onehot = F.one_hot(yb, model.num_classes).to(sums.dtype)
+                sums += torch.einsum("bmk,bk->mk", model.embed(xb), onehot)
+                counts += onehot.sum(0)
+            model.centroid_sums.copy_(sums)
+            model.centroid_counts.copy_(counts)
     acc = accuracy(model, x_test, y_test)
     with torch.no_grad():
         cert = model.certainty(x_test.to(dev)).max(1).values.cpu()
