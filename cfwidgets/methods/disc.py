@@ -166,7 +166,8 @@ class _DIPPrior(nn.Module):
     """Deep image prior (Ulyanov, Vedaldi & Lempitsky, CVPR 2018) scaled to 28x28: fixed
     noise -> conv -> strided conv (14x14) -> conv -> upsample -> conv (+ skip) -> sigmoid.
     One network per query: the B networks run as one grouped convolution (groups = B), so
-    their weights and gradients never mix. No normalisation layers (they would couple rows)."""
+    their weights and gradients never mix. Normalisation is per image (instance norm): a
+    batch norm would couple the rows."""
 
     def __init__(self, batch: int, shape: tuple[int, int, int], width: int, gen: torch.Generator,
                  noise_channels: int = 8) -> None:
@@ -185,12 +186,16 @@ class _DIPPrior(nn.Module):
         return F.conv2d(x, self.weights[name], self.biases[name], stride=stride, padding=1, groups=self.b)
 
     def forward(self) -> Tensor:
-        act = F.leaky_relu
-        e1 = act(self._conv("enc1", self.noise), 0.2)
-        d = act(self._conv("down", e1, stride=2), 0.2)
-        d = act(self._conv("mid", d), 0.2)
+        def act(h: Tensor) -> Tensor:
+            # instance normalisation (each channel of each image over its pixels: rows stay
+            # independent) keeps the activations alive, then LeakyReLU as in DIP
+            return F.leaky_relu(F.instance_norm(h), 0.2)
+
+        e1 = act(self._conv("enc1", self.noise))
+        d = act(self._conv("down", e1, stride=2))
+        d = act(self._conv("mid", d))
         u = F.interpolate(d, size=e1.shape[-2:], mode="bilinear", align_corners=False)
-        u = act(self._conv("up", u), 0.2)
+        u = act(self._conv("up", u))
         # skip connection: concatenate per group (B groups of width channels each)
         cat = torch.cat([e1.view(self.b, self.width, *e1.shape[-2:]),
                          u.view(self.b, self.width, *u.shape[-2:])], 1).view(1, -1, *e1.shape[-2:])
