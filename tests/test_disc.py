@@ -111,10 +111,19 @@ def test_terms_show_in_the_loss_curves_and_stages_are_frames():
     assert res.meta["stage_names"] == ["fit", "stage 1 (p_t 0.3)", "stage 2 (p_t 0.6)", "final"]
     assert res.meta["stage_steps"] == [20, 26, 32, 44]
     assert res.meta["stage_frames"].shape == (4, *x.shape)
-    # a stage pushes p_t only up to its level: after stage 1 the target is at least ~0.3
+
+
+def test_progressive_stages_hold_their_levels():
+    """With the default schedule (0.3, 0.6, then 0.99) each stage's end sits near its level:
+    the change grows in steps instead of jumping to the target at once."""
+    res = _default_run()
+    clf = _load("mnist/duq")
     with torch.no_grad():
-        p1 = _load("mnist/duq")(res.meta["stage_frames"][1]).softmax(-1).gather(1, t[:, None])
-    assert float(p1.min()) > 0.2
+        p = torch.stack([clf(f).softmax(-1).gather(1, res.target[:, None])[:, 0]
+                         for f in res.meta["stage_frames"]])
+    med = p.median(1).values  # (stages,): fit, stage 1, stage 2, final
+    assert float(med[0]) < 0.1 and 0.2 < float(med[1]) < 0.45 and 0.45 < float(med[2]) < 0.8, med
+    assert float(med[3]) > 0.95, med
 
 
 def _hooks(model):

@@ -47,10 +47,12 @@ it off, which gives the paper's ablation: plain deep inversion, then each additi
   query. The result's ``meta["manifold_term"]`` says which was used.
 * **Progressive optimisation** [paper names it; schedule unverified, the one of METHODS.md
   §5(c)]: with ``progressive=True`` the target probability is raised in stages
-  ``stage_levels`` (e.g. 0.3, 0.6): stage ``s`` minimises ``relu(log q_s - log p_t(x'))``
-  for ``stage_steps`` updates, so once ``p_t`` reaches ``q_s`` only the priors and the
-  proximity act and the change settles before the next push; the last stage is the usual
-  cross-entropy to ``t`` until ``confidence``. Each stage's end is a frame of the
+  ``stage_levels`` (e.g. 0.3, 0.6): stage ``s`` minimises ``(log p_t(x') - log q_s)^2``
+  for ``stage_steps`` updates (two-sided: ``p_t`` is held at ``q_s`` while the priors and
+  the proximity shape the change; a one-sided hinge let Adam's momentum carry ``p_t`` to
+  0.7-0.98 in the first stage), and the DUQ manifold term asks only ``K_t >= q_s``
+  (``relu(q_s - K_t)``); the last stage is the usual cross-entropy to ``t`` with
+  ``1 - K_t``, until ``confidence``. Each stage's end is a frame of the
   trajectory (``meta["stage_steps"]``). For the INR, Fourier frequencies are unlocked
   coarse-to-fine over the stages.
 
@@ -354,16 +356,22 @@ class DISC(CounterfactualMethod):
             return self.classifier
         return None
 
-    def _manifold_term(self, x_cf: Tensor, logits: Tensor, target: Tensor, energy0: Tensor) -> Tensor:
+    def _manifold_term(self, x_cf: Tensor, logits: Tensor, target: Tensor, energy0: Tensor,
+                       level: float = 1.0) -> Tensor:
+        """``1 - K_t(x')`` (DUQ), or ``relu(level - K_t)`` in a progressive stage of target
+        level ``level`` (certain of the target at least to the stage's level, no push
+        beyond it: our choice, so that the stages stay progressive); the energy stand-in
+        for a classifier without a certainty head."""
         model = self._certainty_model()
         if model is self.classifier and hasattr(model, "log_certainty"):
             # the classifier's logits are log K: no second forward pass
             k_t = logits.gather(1, target[:, None])[:, 0].exp()
-            return 1 - k_t
-        if model is not None:
-            return 1 - model.certainty(x_cf).gather(1, target[:, None])[:, 0]
-        energy = -torch.logsumexp(logits, 1)
-        return F.relu(energy - energy0)
+        elif model is not None:
+            k_t = model.certainty(x_cf).gather(1, target[:, None])[:, 0]
+        else:
+            energy = -torch.logsumexp(logits, 1)
+            return F.relu(energy - energy0)
+        return F.relu(level - k_t)
 
     def _make_prior(self, x: Tensor, cfg: Any, gen: torch.Generator) -> nn.Module:
         b, shape = x.shape[0], tuple(x.shape[1:])
@@ -429,12 +437,14 @@ class DISC(CounterfactualMethod):
                         if level is None:
                             cls_term = class_loss(logits, target, "ce")
                         else:
+                            # two-sided: hold p_t at the stage's level (METHODS.md 5(c))
                             logp_t = logits.log_softmax(-1).gather(1, target[:, None])[:, 0]
-                            cls_term = F.relu(math.log(level) - logp_t)
+                            cls_term = (logp_t - math.log(level)).pow(2)
                         bn = stats.loss(b, x.device)
                         tv = total_variation(x_cf, 2)
                         l2 = x_cf.flatten(1).pow(2).mean(1)
-                        mc = self._manifold_term(x_cf, logits, target, energy0)
+                        mc = self._manifold_term(x_cf, logits, target, energy0,
+                                                 1.0 if level is None else level)
                         prox = l1_distance(x_cf, x)
                         loss = (cfg.w_cls * cls_term + cfg.a_bn * bn + cfg.a_tv * tv + cfg.a_l2 * l2
                                 + cfg.w_mc * mc + cfg.w_prox * prox)
