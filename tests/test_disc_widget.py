@@ -30,7 +30,8 @@ def test_controls_are_the_disc_knobs(widget):
 
 
 def test_run_equals_explain_and_stages_are_path_frames(widget):
-    widget.set_knobs(prior="inr", progressive=True)
+    # snapshots every 7 steps: the stage ends (6, 10, 14, 24) are frames only because DISC adds them
+    widget.set_knobs(prior="inr", progressive=True, record_every=7)
     seen = []
     def listen(step, state):
         seen.append(state.extra.get("stage"))
@@ -53,6 +54,7 @@ def test_run_equals_explain_and_stages_are_path_frames(widget):
     widget.trajectory_slider.value = i
     assert "end of stage 1" in widget.trajectory_label.value
     assert widget.after_image.value == widget._png(res.trajectory[i, 0])
+    widget.set_knobs(record_every=0)
 
 
 def test_switching_terms_off_changes_the_run(widget):
