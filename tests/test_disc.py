@@ -180,3 +180,21 @@ def test_no_data_is_touched(monkeypatch):
         warnings.simplefilter("error")
         res = DISC(clf).explain(x, t, **SHORT)
     assert res.x_cf.shape == x.shape
+
+
+def test_duq_classifier_is_accurate_and_knows_what_it_has_not_seen():
+    """mnist/duq (the classifier DISC explains, whose certainty is the manifold term):
+    measured now on held-out digits, Fashion-MNIST images and uniform noise."""
+    from cfwidgets.data import load_fashion
+    from cfwidgets.zoo.training import accuracy
+
+    clf = _load("mnist/duq")
+    te = load_mnist("test")
+    assert accuracy(clf, te.x, te.y) >= 0.95
+    with torch.no_grad():
+        digits = clf.certainty(te.x[:300]).max(1).values
+        fashion = clf.certainty(load_fashion("test").x[:300]).max(1).values
+        noise = clf.certainty(torch.rand(300, 1, 28, 28, generator=torch.Generator().manual_seed(0))).max(1).values
+        assert torch.allclose(clf(te.x[:8]), clf.log_certainty(te.x[:8])) and bool((clf(te.x[:8]) <= 0).all())
+    assert float(digits.median()) > 3 * float(fashion.median())
+    assert float(digits.median()) > 3 * float(noise.median())
