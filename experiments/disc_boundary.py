@@ -4,11 +4,11 @@
 
 Thiagarajan et al. (NeurIPS 2021) report that a classifier trained on DISC counterfactuals
 learns the explained model's decision boundary better than one trained on the alternatives.
-Here: a user holds ``n`` query digits (held-out test digits 0-499) and the classifier
+Here: a user holds ``n`` query digits (drawn from half of the held-out test digits) and the classifier
 ``f = mnist/duq``. For each query we make one counterfactual (to ``f``'s runner-up class) by
 each method; a fresh *student* (logistic regression on the pixels, another model family
 than ``f``) is trained on the queries plus the counterfactuals, labelled by ``f``; we report
-how often the student agrees with ``f`` on 500 other held-out digits (500-999), overall and
+how often the student agrees with ``f`` on the other 500 held-out digits, overall and
 on the 100 of them nearest ``f``'s boundary (smallest top-2 margin of ``f``). Arms: the
 queries alone; + Wachter (pixel) counterfactuals; + diffeomorphic counterfactuals in the
 latent space of the zoo's VAE (a generative model trained on data); + DISC counterfactuals
@@ -52,7 +52,10 @@ def main() -> None:
     f = zoo.load("mnist/duq", device="cpu", progress=False)
     vae = zoo.load("mnist/vae", device="cpu", progress=False)
     test = data.load_mnist("test")
-    x_eval = test.x[500:1000]
+    # the split is stored ordered by class: a seeded permutation gives the user's query pool
+    # (500 digits) and the evaluation digits (the other 500), both with every class
+    perm = torch.randperm(len(test.x), generator=torch.Generator().manual_seed(0))
+    pool, x_eval = test.x[perm[:500]], test.x[perm[500:]]
     with torch.no_grad():
         le = f(x_eval)
         y_eval = le.argmax(1)
@@ -66,7 +69,7 @@ def main() -> None:
     t0 = time.perf_counter()
     for seed in range(a.seeds):
         idx = torch.randperm(500, generator=torch.Generator().manual_seed(100 + seed))[: a.n]
-        xq = test.x[idx]
+        xq = pool[idx]
         with torch.no_grad():
             lq = f(xq)
         yq, tq = lq.argmax(1), lq.topk(2, 1).indices[:, 1]
