@@ -59,6 +59,9 @@ def test_plain_cnn_uses_the_documented_stand_in():
     res = m.explain(x, t, **SHORT)
     assert res.meta["manifold_term"] == "energy stand-in"
     assert DISC(_load("mnist/duq")).explain(*_queries(4), **SHORT).meta["manifold_term"] == "duq (classifier)"
+    assert DISC.from_zoo("mnist", device="cpu").classifier.zoo_meta["name"] == "mnist/duq"
+    with pytest.warns(UserWarning, match="stand-in"):  # no DUQ model for Fashion-MNIST in the zoo
+        assert DISC.from_zoo("fashion", device="cpu").classifier.zoo_meta["name"] == "fashion/cnn"
 
 
 def test_uncertainty_model_must_have_a_certainty():
