@@ -201,3 +201,21 @@ def test_duq_classifier_is_accurate_and_knows_what_it_has_not_seen():
         assert torch.allclose(clf(te.x[:8]), clf.log_certainty(te.x[:8])) and bool((clf(te.x[:8]) <= 0).all())
     assert float(digits.median()) > 3 * float(fashion.median())
     assert float(digits.median()) > 3 * float(noise.median())
+
+
+def test_a_separate_duq_model_gives_the_manifold_term_of_a_plain_cnn():
+    cnn, duq = _load("mnist/cnn"), _load("mnist/duq")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no stand-in notice: the uncertainty model is there
+        m = DISC(cnn, uncertainty=duq)
+    x, t = _queries(2, "mnist/cnn")
+    a = m.explain(x, t, **SHORT)
+    b = m.explain(x, t, **{**SHORT, "w_mc": 0.0})
+    assert a.meta["manifold_term"] == "duq (uncertainty model)"
+    # the first search step starts from the fitted query (stage frame 0), in stage 1 (level 0.3):
+    # its manifold term is relu(0.3 - K_t) of the DUQ model, not anything of the CNN
+    with torch.no_grad():
+        k_t = duq.certainty(a.meta["stage_frames"][0]).gather(1, t[:, None])[:, 0]
+    assert a.losses["manifold"][0] == pytest.approx(float((0.3 - k_t).clamp_min(0).mean()), abs=1e-5)
+    assert (a.x_cf - b.x_cf).abs().max() > 1e-3
+    assert "uncertainty" in m.modules()  # moved with .to() like the classifier

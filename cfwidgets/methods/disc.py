@@ -216,8 +216,11 @@ class _INRPrior(nn.Module):
     """Implicit neural representation: per query, an MLP from Fourier features
     ``[sin 2 pi B u, cos 2 pi B u]`` of the pixel coordinates ``u`` in [-1, 1]^2 to the
     pixel (Tancik et al., NeurIPS 2020, Gaussian ``B`` with scale ``fourier_scale``).
-    Frequencies are sorted by norm; ``set_band(frac)`` masks all but the lowest fraction
-    (coarse-to-fine over the progressive stages). The B MLPs run as batched matmuls."""
+    Frequencies are sorted by norm; ``set_band(frac)`` lets only the first-layer weights of
+    the lowest fraction change (coarse-to-fine over the progressive stages: the fitted query
+    keeps every frequency, the *change* gains higher ones stage by stage; masking the
+    features instead would blur the fitted query at the first stage). The B MLPs run as
+    batched matmuls."""
 
     def __init__(self, batch: int, shape: tuple[int, int, int], width: int, n_freq: int, scale: float,
                  gen: torch.Generator) -> None:
@@ -230,7 +233,8 @@ class _INRPrior(nn.Module):
         freqs = freqs[:, freqs.norm(dim=0).argsort()]
         proj = 2 * math.pi * coords @ freqs  # (HW, F)
         self.register_buffer("feats", torch.cat([proj.sin(), proj.cos()], 1))  # (HW, 2F)
-        self.register_buffer("mask", torch.ones(2 * n_freq))
+        self.register_buffer("mask", torch.ones(2 * n_freq, dtype=torch.bool))  # rows free to move
+        self.frozen: Tensor | None = None  # first-layer weights outside the band, held fixed
         self.n_freq = n_freq
         dims = [2 * n_freq, width, width, c]
         self.ws = nn.ParameterList()
@@ -243,12 +247,13 @@ class _INRPrior(nn.Module):
 
     def set_band(self, frac: float) -> None:
         k = max(1, round(self.n_freq * min(1.0, max(0.0, frac))))
-        m = torch.zeros(self.n_freq, device=self.mask.device)
-        m[:k] = 1
+        m = torch.zeros(self.n_freq, dtype=torch.bool, device=self.mask.device)
+        m[:k] = True
         self.mask.copy_(torch.cat([m, m]))
+        self.frozen = None if bool(self.mask.all()) else self.ws[0].detach().clone()
 
     def forward(self) -> Tensor:
-        h = (self.feats * self.mask).expand(self.b, -1, -1)
+        h = self.feats.expand(self.b, -1, -1)
         for i, (w, b) in enumerate(zip(self.ws, self.bs, strict=True)):
             h = torch.baddbmm(b, h, w)
             if i < len(self.ws) - 1:
@@ -256,8 +261,11 @@ class _INRPrior(nn.Module):
         img = torch.sigmoid(h)  # (B, HW, C)
         return img.transpose(1, 2).reshape(self.b, self.c, self.h, self.w)
 
+    @torch.no_grad()
     def project(self) -> None:
-        pass
+        if self.frozen is not None:  # undo the step on the frequencies outside the band
+            w = self.ws[0]
+            w.copy_(torch.where(self.mask[None, :, None], w, self.frozen))
 
 
 # -------------------------------------------------------------------------- method
