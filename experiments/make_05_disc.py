@@ -149,7 +149,8 @@ What the table says (16 digits; re-running gives the same figures, every run is 
   **Proximity** makes the change smaller (L1 0.113 -> 0.093) and more target-like (IM1 0.92).
   The **manifold term** on its own lowers IM2 (the all-data autoencoder agrees more with the
   target's) but not IM1 (0.92 -> 0.95) at this budget; with the **progressive** stages on top
-  (= DISC) both realism figures are the best of the INR rows (IM1 0.91, IM2 0.073).
+  (= DISC) the change is the smallest of the INR rows (L1 0.087) and IM2 the lowest (0.067),
+  IM1 0.93 (between the proximity and the manifold rows): no single term wins every figure.
 * The **DIP** prior does at least as well as the INR here (oracle 100 %, IM1 0.88, IM2 0.049)
   at 20 % more time; the paper's figure 1 uses the INR, which stays the default.
 
@@ -212,9 +213,9 @@ grid(others, x, names)
 """)
 
 md(r"""
-Against the pixel baseline DISC wins clearly (oracle 94 % vs 12 %, IM1 0.91 vs 1.03). Against
+Against the pixel baseline DISC wins clearly (oracle 94 % vs 12 %, IM1 0.93 vs 1.03). Against
 the diffeomorphic counterfactual in the latent space of a VAE trained on the digits, DISC
-matches the oracle (94 % each) but not the class autoencoders (IM1 0.91 vs 0.70): what the
+matches the oracle (94 % each) but not the class autoencoders (IM1 0.93 vs 0.70): what the
 training data buys is realism, and DISC recovers part of it from the classifier alone. It is
 also the slowest of the three (about 1 s per counterfactual here, 2-3 times the others, on a
 shared CPU core).
