@@ -13,6 +13,13 @@ on the 100 of them nearest ``f``'s boundary (smallest top-2 margin of ``f``). Ar
 queries alone; + Wachter (pixel) counterfactuals; + diffeomorphic counterfactuals in the
 latent space of the zoo's VAE (a generative model trained on data); + DISC counterfactuals
 (classifier only). Mean +- std over ``seeds`` student initialisations and query draws.
+
+Measured (``--n 30 --seeds 3``, 156 s on a shared CPU core), agreement with f overall / near
+the boundary: queries only 0.571 / 0.343; + Wachter 0.623 / 0.390; + Diffeomorphic (VAE)
+0.659 / 0.377; + DISC 0.638 / 0.373 (std 0.03-0.08). Every kind of counterfactual helps the
+student over the queries alone; DISC lands between the pixel baseline and the data-trained
+VAE, and the differences between methods are within about one standard deviation: at this
+scale the paper's claim is neither confirmed nor refuted.
 """
 
 from __future__ import annotations
