@@ -171,3 +171,31 @@ def _ganmex() -> Case:
 
 
 CASES["ganmex"] = _ganmex
+
+
+def _disc(classifier: str, prior: str) -> Callable[[], Case]:
+    """DISC on the shipped DUQ classifier (its own certainty is the manifold term) and on
+    the plain BN CNN (the energy stand-in); a short budget in every stage."""
+
+    def build() -> Case:
+        import warnings
+
+        from cfwidgets import zoo
+        from cfwidgets.data import load_mnist
+        from cfwidgets.methods.disc import DISC
+
+        clf = zoo.load(classifier, device="cpu", progress=False)
+        x = load_mnist("test").x[torch.arange(0, 1000, 250)]
+        with torch.no_grad():
+            t = clf(x).topk(2, dim=1).indices[:, 1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the stand-in's notice for mnist/cnn
+            method = DISC(clf)
+        return Case(method, x, t, fast={"prior": prior, "steps": 12, "stage_steps": 4, "init_fit_steps": 6},
+                    batch_rtol=0.05, classifier=clf)
+
+    return build
+
+
+CASES["disc"] = _disc("mnist/duq", "inr")
+CASES["disc-cnn-dip"] = _disc("mnist/cnn", "dip")

@@ -25,6 +25,7 @@ _OPTIONAL = [
     ("hotflip", "HotFlip"),
     ("aip_text", "AIPText"),
     ("ganmex", "GANMEX"),
+    ("disc", "DISC"),
 ]
 
 for _mod, _cls in _OPTIONAL:

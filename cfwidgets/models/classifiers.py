@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ConvNet", "MLPClassifier", "ExternalDigitCNN", "load_digit_recognizer"]
+__all__ = ["ConvNet", "DUQConvNet", "MLPClassifier", "ExternalDigitCNN", "load_digit_recognizer"]
 
 
 class _ImageClassifier(nn.Module):
@@ -73,6 +73,61 @@ class ConvNet(_ImageClassifier):
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, K)
         return self.out(self.features(x))
+
+
+class DUQConvNet(ConvNet):
+    """The :class:`ConvNet` trunk with a DUQ head: Deterministic Uncertainty Quantification,
+    van Amersfoort, Smith, Teh & Gal, "Uncertainty Estimation Using a Single Deep
+    Deterministic Model", ICML 2020 (arXiv 2003.02037).
+
+    Per class ``c`` a matrix ``W_c`` (``embedding x hidden``) maps the features ``h(x)`` to
+    an embedding compared with the class centroid ``e_c`` by an RBF kernel::
+
+        K_c(x) = exp(-||W_c h(x) - e_c||^2 / (2 n sigma^2))        n = embedding size
+
+    ``K_c`` in (0, 1] is the model's certainty that ``x`` is of class ``c``; a point far from
+    every centroid (off the data) has low certainty for all classes. The centroids are
+    exponential moving averages of the class embeddings (buffers ``centroid_sums`` /
+    ``centroid_counts``, updated by :meth:`update_centroids` during training, never by the
+    forward pass). ``forward`` returns ``log K_c`` as the logits (so the softmax is the
+    normalised kernel and every method can use it); :meth:`certainty` returns ``K``.
+    """
+
+    def __init__(self, *args, embedding: int = 64, length_scale: float = 0.1, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        hidden = self.out.in_features
+        k = self.num_classes
+        del self.out
+        self.embedding = int(embedding)
+        self.length_scale = float(length_scale)
+        self.W = nn.Parameter(torch.randn(self.embedding, k, hidden) * (1.0 / hidden) ** 0.5)
+        self.register_buffer("centroid_counts", torch.full((k,), 13.0))
+        self.register_buffer("centroid_sums", torch.randn(self.embedding, k) * 13.0)
+
+    @property
+    def centroids(self) -> Tensor:  # (embedding, K)
+        return self.centroid_sums / self.centroid_counts
+
+    def embed(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, embedding, K)
+        return torch.einsum("mkd,bd->bmk", self.W, self.features(x))
+
+    def log_certainty(self, x: Tensor) -> Tensor:  # (B, K), <= 0
+        diff = self.embed(x) - self.centroids
+        return -(diff ** 2).mean(1) / (2 * self.length_scale ** 2)
+
+    def certainty(self, x: Tensor) -> Tensor:  # (B, K) in (0, 1]
+        return self.log_certainty(x).exp()
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, K)
+        return self.log_certainty(x)
+
+    @torch.no_grad()
+    def update_centroids(self, x: Tensor, y: Tensor, gamma: float = 0.99) -> None:
+        """One EMA step of the centroids on a labelled batch (DUQ's update rule)."""
+        onehot = torch.nn.functional.one_hot(y, self.num_classes).to(self.W.dtype)  # (B, K)
+        z = self.embed(x)  # (B, m, K)
+        self.centroid_counts.mul_(gamma).add_((1 - gamma) * onehot.sum(0))
+        self.centroid_sums.mul_(gamma).add_((1 - gamma) * torch.einsum("bmk,bk->mk", z, onehot))
 
 
 class MLPClassifier(_ImageClassifier):

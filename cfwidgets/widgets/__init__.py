@@ -125,10 +125,11 @@ the run state is guarded by the runner's lock. Create your own widgets before
 from .base import CounterfactualWidget
 from .compare import CompareWidget, own_widget
 from .controls import KnobControl, knob_control
+from .disc import DISCWidget
 from .panel import ControlPanel
 from .runner import RunJob, Runner
 
-__all__ = ["CompareWidget", "ControlPanel", "CounterfactualWidget", "DrawCanvas", "KnobControl", "RunJob",
+__all__ = ["CompareWidget", "ControlPanel", "CounterfactualWidget", "DISCWidget", "DrawCanvas", "KnobControl", "RunJob",
            "Runner", "knob_control", "own_widget"]
 
 

@@ -5,6 +5,7 @@ recipe                 model
 =====================  =========================================================
 mnist/cnn              ConvNet (BatchNorm) on MNIST-5k train (4,000 digits)
 mnist/oracle           MLPClassifier, another seed: the independent judge
+mnist/duq              the mnist/cnn trunk with a DUQ (RBF) head: DISC's uncertainty
 mnist/ae               10 class autoencoders + 1 on all digits (IM1 / IM2)
 fashion/cnn            ConvNet on Fashion-MNIST (60,000)
 fashion/oracle         MLPClassifier on Fashion-MNIST
@@ -20,9 +21,9 @@ from functools import cache
 
 from ...data.images import load_dataset
 from ...models.autoencoder import ClassAutoencoders
-from ...models.classifiers import ConvNet, MLPClassifier
+from ...models.classifiers import ConvNet, DUQConvNet, MLPClassifier
 from ..core import Recipe, register
-from ..training import take, train_class_autoencoders, train_classifier
+from ..training import take, train_class_autoencoders, train_classifier, train_duq
 
 # normalisation constants per data set (mean, std of the training pixels)
 NORMALISATION = {"mnist": (0.1307, 0.3081), "fashion": (0.2860, 0.3530), "shapes": (0.0882, 0.2167)}
@@ -152,3 +153,46 @@ for _ds, _gate, _n in (("mnist", 0.93, None), ("fashion", 0.85, 20000)):
         seed=1,
         kind="classifier",
     ))
+
+
+def _duq_model(cfg: dict):
+    mean, std = NORMALISATION["mnist"]
+    return DUQConvNet((1, 28, 28), _classes("mnist"), channels=tuple(cfg["channels"]), hidden=cfg["hidden"],
+                      mean=mean, std=std, embedding=cfg["embedding"], length_scale=cfg["length_scale"],
+                      dropout=cfg.get("dropout", 0.0))
+
+
+def _train_duq(model, cfg, ctx):
+    tr, te = load_dataset("mnist", "train"), load_dataset("mnist", "test")
+    # out-of-distribution images for the certainty check only (never trained on)
+    ood = load_dataset("fashion", "test").x[:1000]
+    return train_duq(model, tr.x, tr.y, te.x, te.y, cfg, ctx, x_ood=ood)
+
+
+def _duq_check(threshold: float, auroc: float):
+    def check(metrics: dict) -> str | None:
+        bad = _min_acc(threshold)(metrics)
+        if bad is None and metrics.get("ood_auroc", 1.0) < auroc:
+            bad = f"certainty separates digits from Fashion-MNIST with AUROC {metrics['ood_auroc']} < {auroc}"
+        return bad
+    return check
+
+
+# DISC's manifold-consistency term needs the classifier's own uncertainty: the same trunk
+# as mnist/cnn (BatchNorm included) with the RBF head and gradient penalty of DUQ.
+register(Recipe(
+    name="mnist/duq",
+    version=1,
+    description="ConvNet trunk (BatchNorm) of mnist/cnn with a DUQ RBF head (van Amersfoort et al. "
+                "2020): a classifier that knows its certainty",
+    make_model=_duq_model,
+    train=_train_duq,
+    config={"channels": [32, 64], "hidden": 128, "embedding": 64, "length_scale": 0.1, "dropout": 0.0, "epochs": 10,
+            "lr": 3e-3, "batch_size": 64, "gradient_penalty": 0.05, "gamma": 0.99, "n_train": None},
+    reduced={"epochs": 2, "n_train": 2000},
+    data_fingerprint=lambda: _fingerprint("mnist") + _fingerprint("fashion"),
+    check=_duq_check(0.95, 0.8),
+    reduced_check=_min_acc(0.3),
+    seed=0,
+    kind="classifier",
+))
