@@ -65,6 +65,11 @@ def judges():
     return load_judges("mnist", device="cpu")
 
 
+def _disc_updates(overrides: dict) -> int:
+    """DISC's updates in all: the query fit, two intermediate stages, the final stage."""
+    return overrides["init_fit_steps"] + 2 * overrides["stage_steps"] + overrides["steps"]
+
+
 def _widget(mnist, **kw):
     from cfwidgets.widgets import CompareWidget
 
@@ -81,7 +86,9 @@ def test_every_registered_image_method_gets_a_cell_including_a_late_one(mnist, m
     comp = w.run(block=True)
     assert {n: c.status for n, c in comp.cells.items()} == {n: "done" for n in images}
     # every method got the same budget, through its own budget knob
-    assert all(c.overrides == {"steps": BUDGET} for c in comp.cells.values())
+    assert all(c.overrides == {"steps": BUDGET} for n, c in comp.cells.items() if n != "disc")
+    # DISC's updates come from three knobs (query fit, stages, final): split to the same total
+    assert _disc_updates(comp.cells["disc"].overrides) == BUDGET
     assert all(int(c.result.steps.max()) <= BUDGET for c in comp.cells.values())
     # each cell shows its method's after image and difference map
     for n, v in w.cells.items():
@@ -186,6 +193,10 @@ def test_budget_is_clipped_to_each_methods_range():
     assert budget_overrides(GANMEX, 5000) == {"steps": 512}
     assert budget_overrides(HotFlip, 300) == {"max_flips": 20}
     assert budget_overrides(Wachter, None) == {}
+    from cfwidgets.methods.disc import DISC
+
+    assert budget_overrides(DISC, 530) == {"init_fit_steps": 150, "stage_steps": 40, "steps": 300}
+    assert _disc_updates(budget_overrides(DISC, 100)) == 100
     with pytest.raises(ValueError, match="positive int"):
         budget_overrides(Wachter, 0)
 
@@ -195,11 +206,12 @@ def test_open_cell_opens_the_methods_own_widget_with_its_result(mnist):
     from cfwidgets.widgets.attributes import AttributeWidget
     from cfwidgets.widgets.attribution import AttributionWidget
     from cfwidgets.widgets.diffeomorphic import DiffeomorphicWidget
+    from cfwidgets.widgets.disc import DISCWidget
 
     w = _widget(mnist, index=7)
     comp = w.run(block=True)
     kinds = {"wachter": CounterfactualWidget, "gci": AttributeWidget, "aip": AttributeWidget,
-             "diffeomorphic": DiffeomorphicWidget, "ganmex": AttributionWidget}
+             "diffeomorphic": DiffeomorphicWidget, "ganmex": AttributionWidget, "disc": DISCWidget}
     for name, kind in kinds.items():
         opened = w.open_cell(name)
         assert type(opened) is kind, name
@@ -209,7 +221,8 @@ def test_open_cell_opens_the_methods_own_widget_with_its_result(mnist):
         # same input, same target, and the comparison's result already shown
         assert torch.equal(opened.current_input(), mnist.x[7:8]) and opened.target == w.target
         assert opened.result is comp.cells[name].result
-        assert opened.knob_values()["steps"] == BUDGET
+        assert opened.knob_values()["steps"] == comp.cells[name].overrides["steps"]
+        assert {k: opened.knob_values()[k] for k in comp.cells[name].overrides} == comp.cells[name].overrides
     assert w.opened is opened and len(w.detail.children) == 2
 
 

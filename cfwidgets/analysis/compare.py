@@ -74,12 +74,16 @@ def registered(modality: str = "image") -> list[str]:
 def budget_overrides(method: CounterfactualMethod | type, budget: int | None) -> dict[str, int]:
     """``{knob: value}`` giving ``method`` the step budget ``budget`` through its budget knob
     (:data:`BUDGET_KNOBS`), clipped to the knob's range; ``{}`` for ``None`` or a method
-    without one."""
+    without one. A method class with a ``split_budget(budget) -> dict`` classmethod (its
+    updates come from several knobs) splits the budget itself."""
     if budget is None:
         return {}
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"budget must be a positive int (steps per method) or None, got {budget!r}.")
     cls = method if isinstance(method, type) else type(method)
+    split = getattr(cls, "split_budget", None)
+    if callable(split):  # a method whose updates come from several knobs (DISC's stages)
+        return dict(split(budget))
     by_name = {k.name: k for k in knobs(cls.Config)}
     for name in BUDGET_KNOBS:
         k = by_name.get(name)

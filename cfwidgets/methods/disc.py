@@ -340,6 +340,20 @@ class DISC(CounterfactualMethod):
         record_every: int = knob(0, 0, 1000, "Keep a trajectory snapshot every this many steps (0 = about "
                                  "25 snapshots); every stage's end is a snapshot too.")
 
+    @classmethod
+    def split_budget(cls, budget: int) -> dict[str, int]:
+        """Knobs giving the default run (INR prior, progressive) ``budget`` updates in all:
+        the query fit, the intermediate stages and the final stage keep their default
+        shares (150 : 40 : 40 : 300). The comparison dashboard gives every method the same
+        budget through this."""
+        cfg = cls.Config()
+        n_stages = len(cfg.stage_levels)
+        total = cfg.init_fit_steps + n_stages * cfg.stage_steps + cfg.steps
+        fit = int(budget * cfg.init_fit_steps / total)
+        stage = max(1, int(budget * cfg.stage_steps / total))
+        return {"init_fit_steps": fit, "stage_steps": stage,
+                "steps": max(1, budget - fit - n_stages * stage)}
+
     def __init__(self, classifier, /, uncertainty: nn.Module | None = None, *, device=None) -> None:
         if uncertainty is not None and not callable(getattr(uncertainty, "certainty", None)):
             raise TypeError(

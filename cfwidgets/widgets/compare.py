@@ -57,7 +57,7 @@ def own_widget(method: CounterfactualMethod, data: Any, *, name: str | None = No
                autoencoders: Any = None, oracle: Any = None) -> W.Widget:
     """The method's own widget on ``data`` (a one-item data set: the compared input):
     Diffeomorphic -> ``DiffeomorphicWidget``, GCI / AIP -> ``AttributeWidget``, GANMEX ->
-    ``AttributionWidget``, text methods -> ``TextCounterfactualWidget``, any other (a method
+    ``AttributionWidget``, DISC -> ``DISCWidget``, text methods -> ``TextCounterfactualWidget``, any other (a method
     registered later) -> the generic ``CounterfactualWidget``."""
     name = name or method.name
     kw: dict[str, Any] = {"target": target, "defaults": dict(defaults or {})}
@@ -80,6 +80,10 @@ def own_widget(method: CounterfactualMethod, data: Any, *, name: str | None = No
         from .attribution import AttributionWidget
 
         return AttributionWidget(method, data, target=target)
+    if name == "disc":
+        from .disc import DISCWidget
+
+        return DISCWidget(method, data, **kw)
     from .base import CounterfactualWidget
 
     return CounterfactualWidget(method, data, **kw)
