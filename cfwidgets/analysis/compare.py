@@ -307,8 +307,9 @@ def run_comparison(
         overrides: further knobs per method name, e.g. ``{"diffeomorphic": {"lr": 0.1}}``.
         stop: set it (from any thread) to stop the running method after its current step
             and skip those not started (``status="not run"``).
-        on_start / on_done: ``fn(cell)`` as a method starts / ends (done, stopped or
-            failed); on_step: ``fn(name, step, state)`` after every step.
+        on_start: ``fn(cell)`` as a method starts.
+        on_done: ``fn(cell)`` as a method ends (done, stopped or failed).
+        on_step: ``fn(name, step, state)`` after every step.
         comparison: fill this one (a widget shows its cells before the run starts).
 
     A method that raises is recorded in its cell (``status="failed"``, ``error``,

@@ -135,7 +135,8 @@ class CompareWidget(W.VBox):
         judges: :class:`~cfwidgets.analysis.compare.Judges` (default: the zoo's judges of
             ``dataset``).
         draw: show the drawing canvas (default: for one-channel 28x28 images).
-        device, seed: where and with which seed the methods run.
+        device: where the methods run (``"auto"``, ``"cpu"``, ``"cuda"``).
+        seed: the seed the methods run with.
         workers: methods run at once (threads; default 1, one after another: see
             ``benchmarks/bench_compare.py`` for when more pays).
 
