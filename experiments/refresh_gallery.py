@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -157,7 +158,7 @@ def main() -> int:
         cmd = [sys.executable, "-m", "pytest", "-p", "no:nbval", "-o", "addopts=", "-q",
                "tests/browser/test_widgets_walk.py", "tests/browser/test_gallery.py", "-k", "lab or gallery"]
         print("+", " ".join(cmd), flush=True)
-        rc = subprocess.call(cmd, cwd=ROOT)
+        rc = subprocess.call(cmd, cwd=ROOT, env={**os.environ, "CFWIDGETS_GALLERY": "1"})
         if rc != 0:
             print(f"the browser tests failed (exit {rc}); the gallery is left as it was", file=sys.stderr)
             return rc

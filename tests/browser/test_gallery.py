@@ -12,6 +12,7 @@ screenshots into ``docs/gallery/``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,14 @@ from test_widgets_walk import CASES, SCREEN  # the walk's notebooks and screen s
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
+# Screenshot generation for the README gallery: it re-runs whole notebooks in the browser
+# (about 4 minutes for 04-06 on 2 cores) that nbval and the widget tests already run, so
+# the default test run leaves it out; `python experiments/refresh_gallery.py` sets
+# CFWIDGETS_GALLERY=1 and runs it.
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900),
+              pytest.mark.skipif(not os.environ.get("CFWIDGETS_GALLERY"),
+                                 reason="gallery screenshots: run python experiments/refresh_gallery.py "
+                                        "(or set CFWIDGETS_GALLERY=1)")]
 
 
 def _shows_widget(path) -> bool:
