@@ -16,15 +16,21 @@ SECOND_TARGET = "2"
 PREHEAT_IDLE_S = 15.0
 
 
-def test_app_in_voila(voila_app, browser_page, widget_driver, artifacts):
-    app = voila_app(APP)
-    page = browser_page
+def _open_app(page, url: str):
+    """Open the app; ``(widget, seconds to a visible widget, seconds to status "ready")``."""
     t0 = time.perf_counter()
-    page.goto(app.url, wait_until="domcontentloaded")
+    page.goto(url, wait_until="domcontentloaded")
     widget = page.locator(".cfw-widget").first
     widget.wait_for(state="visible", timeout=120_000)
     t_render = time.perf_counter() - t0
     page.wait_for_function("() => /ready/.test(document.querySelector('.cfw-status').textContent)")
+    return widget, t_render, time.perf_counter() - t0
+
+
+def test_app_in_voila(voila_app, browser_page, widget_driver, artifacts):
+    app = voila_app(APP)
+    page = browser_page
+    widget, t_render, _ = _open_app(page, app.url)
     res = widget_driver.run_for_target(page, widget, NEW_TARGET)
     after = res["after"]
     assert "done" in after["status"], after
@@ -49,13 +55,7 @@ def test_app_in_voila_preheated(voila_app, browser_page, widget_driver, artifact
     app = voila_app(APP, preheat=True)
     time.sleep(PREHEAT_IDLE_S)  # a deployed server has been up a while; let the pool's run end
     page = browser_page
-    t0 = time.perf_counter()
-    page.goto(app.url, wait_until="domcontentloaded")
-    widget = page.locator(".cfw-widget").first
-    widget.wait_for(state="visible", timeout=120_000)
-    t_render = time.perf_counter() - t0
-    page.wait_for_function("() => /ready/.test(document.querySelector('.cfw-status').textContent)")
-    t_ready = time.perf_counter() - t0
+    widget, t_render, t_ready = _open_app(page, app.url)
     res = widget_driver.run_for_target(page, widget, NEW_TARGET)
     assert "done" in res["after"]["status"], res["after"]
     assert res["after"]["pred"] == NEW_TARGET, res["after"]
