@@ -129,6 +129,19 @@ def test_progressive_stages_hold_their_levels():
     assert float(med[3]) > 0.95, med
 
 
+def test_stage_frames_stay_near_the_query():
+    """The path a viewer scrubs through starts from the query: the first search stage's
+    frame still correlates with the query (a fresh Adam after the INR fit; carried over,
+    the fit's moment estimates turned stage 1 into a grey texture, median 0.67 here)."""
+    res = _default_run()
+    x = res.x.flatten(1) - res.x.flatten(1).mean(1, keepdim=True)
+    f = res.meta["stage_frames"][1].flatten(1)
+    f = f - f.mean(1, keepdim=True)
+    corr = (x * f).sum(1) / (x.norm(dim=1) * f.norm(dim=1) + 1e-12)
+    assert res.meta["stage_names"][1].startswith("stage 1")
+    assert float(corr.median()) >= 0.75 and int((corr < 0.5).sum()) <= 2, corr
+
+
 def _hooks(model):
     return sum(len(m._forward_hooks) for m in model.modules())
 
