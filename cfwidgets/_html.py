@@ -1,4 +1,6 @@
-"""Static HTML renderings of results (no widgets, no live kernel needed).
+"""Static HTML renderings of results (no widgets, no live kernel needed). Public name:
+``cfwidgets.viz.html``; the code sits in the bottom layer so that the shared result type
+(``result.CounterfactualResult._repr_html_``) renders itself without importing viz.
 
 Images are embedded as base64 PNGs, enlarged with nearest-neighbour scaling so pixels stay
 crisp. Difference maps use one diverging colour map symmetric around zero everywhere:
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._png import _to_numpy_img, grid_png, png_bytes
+from ._png import _to_numpy_img, grid_png, png_bytes
 
 __all__ = ["png_bytes", "img_tag", "diff_rgb", "result_html", "report_html", "grid_png",
            "colorbar_png", "diff_range", "DIFF_RANGES", "prob_bars_html", "loss_svg", "metrics_html", "DIFF_CMAP", "CSS", "fmt", "table_html", "HEADINGS",

@@ -115,7 +115,7 @@ class CounterfactualResult:
     def _repr_html_(self) -> str:
         """Static fallback: before/after/difference images and probabilities as HTML,
         so exported notebooks and nbval runs show the result without a kernel."""
-        from .viz.html import result_html
+        from ._html import result_html
 
         return result_html(self)
 

@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parent.parent / "cfwidgets"
 
 #: bottom (0) to top. A module's layer is that of its first name below ``cfwidgets``.
 LAYERS: list[tuple[str, ...]] = [
-    ("_utils", "_version", "_png", "protocols", "config", "objectives", "result"),  # shared types
+    ("_utils", "_version", "_png", "_html", "protocols", "config", "objectives", "result"),  # shared types
     ("data",),                      # offline loaders, attribute extraction
     ("models",),                    # plain nn.Modules (text generator: model + masking)
     ("metrics",),                   # every result is scored here; judges are passed in
@@ -27,12 +27,6 @@ LAYERS: list[tuple[str, ...]] = [
     ("batch", "bench", "cli", ""),  # entry points; "" is the package's own __init__
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
-
-#: the one kind of upward edge allowed: a notebook display hook (``_repr_html_``) of a
-#: shared type imports its renderer lazily, at display time; the type itself loads
-#: without viz. (Removing the hook would break ``res._repr_html_()`` in the notebooks.)
-DISPLAY_HOOKS = {"_repr_html_", "_repr_png_"}
-
 
 def _module(path: Path, pkg: Path = PKG) -> str:
     rel = path.relative_to(pkg.parent).with_suffix("")
@@ -82,8 +76,9 @@ def _target_unit(target: str) -> str:
     return unit if unit in RANK or not unit.startswith("__") else ""
 
 
-def violations(pkg: Path = PKG, hooks: list[str] | None = None) -> list[str]:
-    """Upward imports as readable lines; the display-hook ones go to ``hooks`` instead."""
+def violations(pkg: Path = PKG) -> list[str]:
+    """Upward imports as readable lines (none is allowed: the result type's notebook display
+    hook renders with ``cfwidgets._html``, a bottom-layer module)."""
     found = []
     for path in sorted(pkg.rglob("*.py")):
         src = _module(path, pkg)
@@ -92,9 +87,6 @@ def violations(pkg: Path = PKG, hooks: list[str] | None = None) -> list[str]:
             if a not in RANK or b not in RANK:
                 found.append(f"{path.relative_to(pkg.parent)}:{line}: {src} -> {target}: "
                              f"not in the layer map ({a or b!r}); add it to LAYERS")
-            elif RANK[b] > RANK[a] and func in DISPLAY_HOOKS:
-                if hooks is not None:
-                    hooks.append(f"{path.relative_to(pkg.parent)}:{line}: {src} -> {target} (inside {func}())")
             elif RANK[b] > RANK[a]:
                 where = f" (inside {func}())" if func else ""
                 found.append(f"{path.relative_to(pkg.parent)}:{line}: {src} [{'/'.join(LAYERS[RANK[a]])}]"
@@ -103,10 +95,8 @@ def violations(pkg: Path = PKG, hooks: list[str] | None = None) -> list[str]:
 
 
 def test_no_module_imports_from_a_layer_above():
-    hooks: list[str] = []
-    found = violations(hooks=hooks)
-    print("\n".join(["upward imports:"] + (found or ["  none"])
-                    + ["allowed (a display hook imports its renderer):"] + (hooks or ["  none"])))
+    found = violations()
+    print("\n".join(["upward imports:"] + (found or ["  none"])))
     assert not found, "modules import from a layer above them:\n" + "\n".join(found)
 
 

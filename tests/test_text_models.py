@@ -174,10 +174,15 @@ def test_lm_perplexity_and_training(tmp_path):
 
     torch.manual_seed(0)
     cfg = TextLMConfig(n_embd=32, n_layer=1, n_head=2)
-    lm, metrics = train_text_lm(tmp_path / "lm.pt", config=cfg, steps=40, batch_size=16,
-                                lr=5e-3, warmup=5, max_imdb=1000, eval_every=0, log=None)
+    kw = dict(config=cfg, batch_size=16, lr=5e-3, warmup=5, max_imdb=1000, eval_every=0)
+    lm, metrics = train_text_lm(tmp_path / "lm.pt", steps=40, log=None, **kw)
     hist = torch.load(tmp_path / "lm.pt", weights_only=True)["state"]
     assert hist["step"] == 40 and metrics["test_ppl"] < 4096
+    logs: list[str] = []  # a second call resumes at step 40 and keeps the elapsed time
+    lm, _ = train_text_lm(tmp_path / "lm.pt", steps=50, log=logs.append, **kw)
+    again = torch.load(tmp_path / "lm.pt", weights_only=True)["state"]
+    assert any("resumed" in line and "step 40" in line for line in logs), logs
+    assert again["step"] == 50 and again["metrics"]["seconds"] >= hist["metrics"]["seconds"]
     ppl = lm.perplexity(["the jokes fall flat .", "flat the . jokes fall"])
     assert ppl.shape == (2,) and (ppl > 1).all()
     with pytest.raises(TypeError):

@@ -48,7 +48,15 @@ from ..models.conditional import AttributeSpec
 from ..objectives import class_loss
 from .attribute_base import AttributeMethod, FrozenAtDone, Restarts
 from .base import Recorder, RunOutput
-from .knobs import attribute_weights_knob, class_loss_knob, kappa_knob, record_every_knob
+from .knobs import (
+    attribute_weights_knob,
+    class_loss_knob,
+    confidence_knob,
+    kappa_knob,
+    record_every_knob,
+    restart_noise_knob,
+    restarts_knob,
+)
 
 __all__ = ["AIP", "aip_objective"]
 
@@ -118,18 +126,15 @@ class AIP(AttributeMethod):
     class Config:
         steps: int = knob(300, 1, 2000, "Step budget: the most updates per query.")
         lr: float = knob(0.05, 1e-3, 0.5, "Adam learning rate on z and a.", log=True)
-        confidence: float = knob(0.99, 0.5, 0.9999,
-                                 "Stop a query once the target probability reaches this value.")
+        confidence: float = confidence_knob()
         optimise: str = knob("both", doc="Free variables: latent and attributes (AIP), the latent "
                              "only (~ diffeomorphic VAE) or the attributes only (~ GCI).",
                              choices=("both", "z", "a"))
         beta_z: float = knob(0.1, 0.0, 10.0, "Weight of the latent proximity ||z - z0||^2.")
         beta_a: float = knob(1.0, 0.0, 10.0, "Weight of the attribute proximity sum_i w_i |a_i - a0_i|.")
         attribute_weights: tuple = attribute_weights_knob()
-        restarts: int = knob(1, 1, 8, "Copies optimised from noisy starts; the valid one closest "
-                             "to x (pixel L1) wins.")
-        restart_noise: float = knob(0.5, 0.0, 3.0, "Std of the start noise on z0 (and free "
-                                    "attributes) of restarts 2..R.")
+        restarts: int = restarts_knob("the valid one closest to x (pixel L1) wins")
+        restart_noise: float = restart_noise_knob("z0 (and free attributes)")
         loss: str = class_loss_knob()
         kappa: float = kappa_knob()
         record_every: int = record_every_knob()

@@ -72,7 +72,7 @@ from torch import Tensor, nn
 from ..config import knob
 from ..objectives import class_loss
 from .base import CounterfactualMethod, Recorder, RunOutput
-from .knobs import record_every_knob
+from .knobs import confidence_knob, record_every_knob
 
 __all__ = ["DiffeomorphicCounterfactual", "compare_pixel_space", "generator_kind"]
 
@@ -130,8 +130,7 @@ class DiffeomorphicCounterfactual(CounterfactualMethod):
                           "(paper's code: 5000).")
         lr: float = knob(0.05, 1e-3, 0.2, "Learning rate on the latent z (paper's code: 5e-2).",
                          log=True)
-        confidence: float = knob(0.99, 0.5, 0.9999, "Stop a query once the target probability "
-                                 "reaches this value (paper's code: 0.99).")
+        confidence: float = confidence_knob("paper's code: 0.99")
         optimizer: str = knob("adam", doc="Optimiser on z (paper: Adam).", choices=("adam", "sgd"))
         loss: str = knob("ce", doc="Class term: cross-entropy to the target (paper) or the "
                          "margin hinge.", choices=("ce", "hinge"))

@@ -65,7 +65,15 @@ from ..config import knob
 from ..objectives import class_loss
 from .attribute_base import AttributeMethod, FrozenAtDone, Restarts
 from .base import Recorder, RunOutput
-from .knobs import attribute_weights_knob, class_loss_knob, kappa_knob, record_every_knob
+from .knobs import (
+    attribute_weights_knob,
+    class_loss_knob,
+    confidence_knob,
+    kappa_knob,
+    record_every_knob,
+    restart_noise_knob,
+    restarts_knob,
+)
 
 __all__ = ["GCI"]
 
@@ -103,16 +111,13 @@ class GCI(AttributeMethod):
         steps: int = knob(300, 1, 2000, "Step budget: the most updates of the attributes per query.")
         lr: float = knob(0.05, 1e-3, 0.5, "Adam learning rate on the attribute vector "
                          "(standard deviations / probability per step).", log=True)
-        confidence: float = knob(0.99, 0.5, 0.9999,
-                                 "Stop a query once the target probability reaches this value.")
+        confidence: float = confidence_knob()
         sparsity_weight: float = knob(
             0.5, 0.0, 10.0, "lambda: weight of the L1 attribute change (eq. 1). Larger = fewer, "
             "smaller attribute changes (and fewer flips).")
         attribute_weights: tuple = attribute_weights_knob()
-        restarts: int = knob(1, 1, 8, "Copies optimised from a0 + noise; the valid one with the "
-                             "smallest attribute cost wins.")
-        restart_noise: float = knob(0.5, 0.0, 3.0, "Std of the start noise of restarts 2..R "
-                                    "(standard deviations / probability).")
+        restarts: int = restarts_knob("the valid one with the smallest attribute cost wins")
+        restart_noise: float = restart_noise_knob("a0 (standard deviations / probability)")
         loss: str = class_loss_knob()
         kappa: float = kappa_knob()
         record_every: int = record_every_knob()

@@ -17,12 +17,30 @@ from typing import Any
 from ..config import knob
 from ..models.conditional import LOCK_WEIGHT
 
-__all__ = ["attribute_weights_knob", "class_loss_knob", "kappa_knob", "record_every_knob"]
+__all__ = ["attribute_weights_knob", "class_loss_knob", "confidence_knob", "kappa_knob", "record_every_knob",
+           "restart_noise_knob", "restarts_knob"]
 
 
 def class_loss_knob() -> Any:
     """``loss``: the class term, cross-entropy or the margin hinge (``objectives.class_loss``)."""
     return knob("ce", doc="Class term: cross-entropy or the margin hinge.", choices=("ce", "hinge"))
+
+
+def confidence_knob(note: str = "") -> Any:
+    """``confidence``: the per-row stopping rule of the image methods' shared loop."""
+    return knob(0.99, 0.5, 0.9999, "Stop a query once the target probability reaches this value"
+                + (f" ({note})." if note else "."))
+
+
+def restarts_knob(winner: str) -> Any:
+    """``restarts``: copies of each query optimised from noisy starts; ``winner`` says which
+    copy is returned."""
+    return knob(1, 1, 8, f"Copies optimised from noisy starts; {winner}.")
+
+
+def restart_noise_knob(of: str) -> Any:
+    """``restart_noise``: the start noise of restarts 2..R, on ``of``."""
+    return knob(0.5, 0.0, 3.0, f"Std of the start noise on {of} of restarts 2..R.")
 
 
 def kappa_knob() -> Any:

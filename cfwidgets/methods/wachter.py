@@ -30,7 +30,7 @@ from torch import Tensor
 from ..config import knob
 from ..objectives import class_loss, l1_distance
 from .base import CounterfactualMethod, Recorder, RunOutput
-from .knobs import class_loss_knob, record_every_knob
+from .knobs import class_loss_knob, confidence_knob, record_every_knob
 
 __all__ = ["Wachter"]
 
@@ -61,9 +61,7 @@ class Wachter(CounterfactualMethod):
             1.0, 0.0, 10.0,
             "Weight of the L1 distance to the query (per-pixel mean). 0 = plain adversarial "
             "ascent in pixel space.")
-        confidence: float = knob(
-            0.99, 0.5, 0.9999,
-            "Stop a query once the target probability reaches this value.")
+        confidence: float = confidence_knob()
         loss: str = class_loss_knob()
         optimizer: str = knob("adam", doc="Optimiser on the pixels.", choices=("adam", "sgd"))
         record_every: int = record_every_knob()

@@ -56,6 +56,7 @@ __all__ = [
     "pad_batch",
     "LengthBucketSampler",
     "save_checkpoint",
+    "ResumableRun",
     "load_checkpoint",
     "export_model",
     "import_model",
@@ -163,6 +164,44 @@ def load_checkpoint(path: str | Path) -> dict | None:
     if not path.exists():
         return None
     return torch.load(path, map_location="cpu", weights_only=True)
+
+class ResumableRun:
+    """The resume bookkeeping a long training loop needs (the text LM's and the text
+    generator's trainers share it): restore ``model``, ``opt`` and the ``samplers``
+    (``{checkpoint key: sampler}``) from ``ck``; keep the loop's mutable ``state`` dict
+    (``step``, ``elapsed``, ...) with the wall time summed over every resumed run; save all
+    of it atomically, with ``extra`` (config, hyper-parameters) beside it."""
+
+    def __init__(self, path: str | Path, ck: dict | None, model: nn.Module, opt, samplers: dict,
+                 state: dict, extra: dict, *, tag: str, say: Callable[[str], None]) -> None:
+        self.path, self.model, self.opt, self.samplers, self.extra = path, model, opt, samplers, extra
+        self.state = state
+        if ck is not None:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["opt"])
+            for key, sampler in samplers.items():
+                sampler.load_state(ck[key])
+            self.state = ck["state"]
+            say(f"[{tag}] resumed {path} at step {self.state['step']}")
+        self.t0 = self.last_save = time.time()
+
+    def elapsed(self) -> float:
+        """Training seconds so far, over every run of this checkpoint."""
+        return self.state["elapsed"] + time.time() - self.t0
+
+    def save(self) -> None:
+        st = dict(self.state)
+        st["elapsed"] = self.elapsed()
+        save_checkpoint(self.path, {**self.extra, "state": st, "model": self.model.state_dict(),
+                                    "opt": self.opt.state_dict(),
+                                    **{k: s.state() for k, s in self.samplers.items()}})
+        self.last_save = time.time()
+
+    def save_if_due(self, every_s: float) -> None:
+        """Save when the last save is more than ``every_s`` seconds old."""
+        if time.time() - self.last_save > every_s:
+            self.save()
+
 
 
 def export_model(model: nn.Module, path: str | Path, config: dict, meta: dict) -> None:

@@ -32,13 +32,13 @@ from torch import Tensor, nn
 from cfwidgets.data.text import PAD_ID, normalize_text
 from cfwidgets.models.text_classifier import (
     LengthBucketSampler,
+    ResumableRun,
     _transformers,
     encode_texts,
     export_model,
     import_model,
     load_checkpoint,
     pad_batch,
-    save_checkpoint,
 )
 
 __all__ = ["TextLMConfig", "TextLM", "train_text_lm"]
@@ -172,26 +172,10 @@ def train_text_lm(
     im_s = LengthBucketSampler(np.array([len(s) for s in im_ids]), batch_size - n_rt,
                                seed=seed + 2)
     opt = torch.optim.AdamW(lm.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    state = {"step": 0, "elapsed": 0.0, "history": []}
-    if ck is not None:
-        lm.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        rt_s.load_state(ck["rt_sampler"])
-        im_s.load_state(ck["im_sampler"])
-        state = ck["state"]
-        say(f"[lm] resumed {checkpoint} at step {state['step']}")
-    t0 = time.time()
-    last_save = t0
-
-    def elapsed():
-        return state["elapsed"] + time.time() - t0
-
-    def save():
-        st = dict(state)
-        st["elapsed"] = elapsed()
-        save_checkpoint(checkpoint, {"config": asdict(config), "state": st,
-                                     "model": lm.state_dict(), "opt": opt.state_dict(),
-                                     "rt_sampler": rt_s.state(), "im_sampler": im_s.state()})
+    run_ = ResumableRun(checkpoint, ck, lm, opt, {"rt_sampler": rt_s, "im_sampler": im_s},
+                        {"step": 0, "elapsed": 0.0, "history": []}, {"config": asdict(config)},
+                        tag="lm", say=say)
+    state, elapsed, save, t0 = run_.state, run_.elapsed, run_.save, run_.t0
 
     lm.train()
     run = None
@@ -224,10 +208,8 @@ def train_text_lm(
             say(f"[lm] step {state['step']} loss {run:.3f} RT test ppl {ppl:.1f} "
                 f"({elapsed():.0f} s)")
             save()
-            last_save = time.time()
-        elif time.time() - last_save > save_every_s:
-            save()
-            last_save = time.time()
+        else:
+            run_.save_if_due(save_every_s)
     metrics = state.get("metrics")
     if not metrics or metrics.get("steps") != state["step"]:
         metrics = {"test_ppl": _corpus_ppl(lm, te_ids), "steps": state["step"],

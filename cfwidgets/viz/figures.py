@@ -19,7 +19,8 @@ import io
 
 import numpy as np
 
-from .html import DIFF_CMAP, _to_numpy_img, diff_range
+from .._png import _to_numpy_img
+from .html import DIFF_CMAP, diff_range
 
 __all__ = ["result_figure", "figure_png"]
 

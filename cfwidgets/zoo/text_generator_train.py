@@ -19,10 +19,10 @@ from ..data.text import BOS_ID, EOS_ID, MASK_ID, PAD_ID, text_attributes
 from ..metrics.text import repetition
 from ..models.text_classifier import (
     LengthBucketSampler,
+    ResumableRun,
     TextClassifier,
     load_checkpoint,
     pad_batch,
-    save_checkpoint,
 )
 from ..models.text_generator import TextGenerator, TextGeneratorConfig, gumbel_softmax, token_mask
 from ..models.text_generator_data import GeneratorCorpus, make_batch, pseudo_sentiment
@@ -365,31 +365,14 @@ def train_text_generator(
     n_rt = max(1, int(cfg.batch_size * cfg.rt_fraction))
     rt_sampler = LengthBucketSampler(rt_corpus.lengths, n_rt, seed=cfg.seed + 1)
     im_sampler = LengthBucketSampler(im_corpus.lengths, cfg.batch_size - n_rt, seed=cfg.seed + 2)
-    state = {"step": 0, "elapsed": 0.0, "history": [], "evals": []}
-    if ck is not None:
-        gen.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        rt_sampler.load_state(ck["rt_sampler"])
-        im_sampler.load_state(ck["im_sampler"])
-        state = ck["state"]
-        say(f"[gen] resumed {checkpoint} at step {state['step']}")
+    hp = cfg.hparams()
+    resumable = ResumableRun(checkpoint, ck, gen, opt,
+                             {"rt_sampler": rt_sampler, "im_sampler": im_sampler},
+                             {"step": 0, "elapsed": 0.0, "history": [], "evals": []},
+                             {"config": asdict(config), "hparams": hp}, tag="gen", say=say)
+    state, elapsed, save, t0 = resumable.state, resumable.elapsed, resumable.save, resumable.t0
     rng = np.random.default_rng(cfg.seed * 1000 + state["step"])
     gumbel_gen = torch.Generator().manual_seed(cfg.seed + 3 + state["step"])
-    hp = cfg.hparams()
-
-    t0 = time.time()
-    last_save = t0
-
-    def elapsed():
-        return state["elapsed"] + time.time() - t0
-
-    def save():
-        st = dict(state)
-        st["elapsed"] = elapsed()
-        save_checkpoint(checkpoint, {
-            "config": asdict(config), "hparams": hp, "state": st, "model": gen.state_dict(),
-            "opt": opt.state_dict(), "rt_sampler": rt_sampler.state(),
-            "im_sampler": im_sampler.state()})
 
     def run_eval():
         if cfg.eval_n <= 0:
@@ -453,10 +436,8 @@ def train_text_generator(
             run_eval()
             gen.train()
             save()
-            last_save = time.time()
-        elif time.time() - last_save > cfg.save_every_s:
-            save()
-            last_save = time.time()
+        else:
+            resumable.save_if_due(cfg.save_every_s)
     if out_of_time:
         save()
         say(f"[gen] stopped after max_seconds at step {state['step']}; resume with the same "

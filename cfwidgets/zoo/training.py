@@ -60,6 +60,20 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500) -> f
     return correct / max(1, len(x))
 
 
+def _classifier_setup(model: nn.Module, x: Tensor, y: Tensor, cfg: dict, ctx: TrainContext):
+    """What the softmax and DUQ classifier trainers share: the training subset
+    (``n_train``), AdamW (``lr``, ``weight_decay``) and a one-cycle schedule over every
+    batch of ``epochs`` epochs. Returns ``(x, y, epochs, batch_size, opt, sched, total_steps)``."""
+    epochs = int(cfg["epochs"])
+    bs = int(cfg.get("batch_size", 64))
+    x, y = take(cfg.get("n_train"), x, y, seed=ctx.seed)
+    lr = cfg.get("lr", 2e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.get("weight_decay", 1e-4))
+    total = epochs * math.ceil(len(x) / bs)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, total))
+    return x, y, epochs, bs, opt, sched, total
+
+
 def train_classifier(model: nn.Module, x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor,
                      cfg: dict, ctx: TrainContext) -> dict:
     """Adam + cosine schedule + label smoothing + affine jitter; returns metrics."""
@@ -67,13 +81,8 @@ def train_classifier(model: nn.Module, x: Tensor, y: Tensor, x_test: Tensor, y_t
 
     dev = ctx.device
     g = torch.Generator().manual_seed(ctx.seed)
-    epochs = int(cfg["epochs"])
-    bs = int(cfg.get("batch_size", 64))
-    x, y = take(cfg.get("n_train"), x, y, seed=ctx.seed)
+    x, y, epochs, bs, opt, sched, total = _classifier_setup(model, x, y, cfg, ctx)
     n = len(x)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.get("lr", 2e-3), weight_decay=cfg.get("weight_decay", 1e-4))
-    total = epochs * math.ceil(n / bs)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.get("lr", 2e-3), total_steps=max(1, total))
     t0 = time.perf_counter()
     bar = tqdm(total=total, desc=ctx.name, disable=not ctx.progress, leave=False, mininterval=2.0)
     model.train()
@@ -169,15 +178,10 @@ def train_duq(model, x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, cfg: 
     """
     dev = ctx.device
     g = torch.Generator().manual_seed(ctx.seed)
-    epochs = int(cfg["epochs"])
-    bs = int(cfg.get("batch_size", 64))
     lam = float(cfg.get("gradient_penalty", 0.05))
     gamma = float(cfg.get("gamma", 0.99))
-    x, y = take(cfg.get("n_train"), x, y, seed=ctx.seed)
+    x, y, epochs, bs, opt, sched, total = _classifier_setup(model, x, y, cfg, ctx)
     n = len(x)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.get("lr", 2e-3), weight_decay=cfg.get("weight_decay", 1e-4))
-    total = epochs * math.ceil(n / bs)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.get("lr", 2e-3), total_steps=max(1, total))
     t0 = time.perf_counter()
     start = 0
     state = ctx.load_state()
