@@ -287,8 +287,11 @@ code(r"""
 from cfwidgets.widgets.attribution import AttributionWidget
 
 w = AttributionWidget(g, test, index=int(idx[9]), baselines=("ganmex", "zero", "blur", "mdts"))
-maps = w.run()
-assert set(maps) == {"ganmex", "zero", "blur", "mdts"}
+res = w.run(block=True)    # the Run button runs it in the background
+assert set(w.maps) == {"ganmex", "zero", "blur", "mdts"} and not res.stopped
+auc = {b: float(cur["auc_target"][0]) for b, cur in w.curves.items()}
+print("deletion AUC of p_t:", {b: round(v, 2) for b, v in auc.items()})
+assert auc["ganmex"] > max(auc["zero"], auc["blur"])
 w
 """)
 
