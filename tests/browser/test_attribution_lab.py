@@ -38,7 +38,7 @@ def test_attribution_widget_in_lab(lab, browser_page, artifacts):
                                  "name": "python3"}
     nbformat.write(nb, lab.root / NOTEBOOK)
     page = browser_page
-    page.set_viewport_size({"width": 1400, "height": 1300})
+    page.set_viewport_size({"width": 1400, "height": 2000})  # the whole widget on one screenshot
     lab.open_notebook(page, NOTEBOOK)
     lab.run_all(page)
     assert not lab.errors(page), lab.errors(page)
@@ -73,7 +73,7 @@ def test_attribution_widget_in_lab(lab, browser_page, artifacts):
     # the after image is G(x, 8): the classifier calls it an 8
     assert widget.locator(".cfw-after-label .cfw-pred").get_attribute("data-class") == "8"
     assert widget.locator(".cfw-progress").count() == 1
-    widget.locator(".cfw-attribution-curves").scroll_into_view_if_needed()
+    widget.scroll_into_view_if_needed()
     widget.screenshot(path=str(artifacts / "attribution_lab.png"))
 
     # no baseline ticked: the error shows in the widget's error box
