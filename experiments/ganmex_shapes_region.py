@@ -7,11 +7,14 @@ definitions of that region (figures only; tests/test_ganmex.py asserts the issue
 For a test shape of class ``c`` (classified correctly) and a target ``t``, with
 ``A = render(c, f)`` and ``B = render(t, f)`` (same six factors, the ground truth):
 
-- ``diff``: ``|A - B| > 0.1`` dilated by 1 px (``shapes_difference_region``, as before);
+- ``diff``: ``|A - B| > 0.1`` dilated by 1 px (``shapes_difference_region(...,
+  exclude_shared=False)``, the region before the fix);
 - ``diff_excl_shared``: ``diff`` without the ink both shapes share (``A > 0.1`` and
-  ``B > 0.1``): the dilation otherwise hands the shared strokes back to the region;
+  ``B > 0.1``; ``shapes_difference_region``'s default now): the dilation otherwise hands
+  the shared strokes back to the region;
 - ``target_only``: the target shape's ink that ``x`` lacks (``B > 0.1``, ``A <= 0.1``,
-  dilated 1 px): what a one-vs-one map should point at as "missing for t";
+  dilated 1 px, shared ink left out): what a one-vs-one map should point at as "missing
+  for t";
 - ``shared``: the shared ink itself (the part that does *not* separate the classes; lower
   is better).
 
@@ -37,9 +40,10 @@ from cfwidgets.methods.ganmex import GANMEX
 def regions(c, f, t, thr: float = 0.1) -> dict[str, torch.Tensor]:
     a, b = render_shapes(c, f) > thr, render_shapes(t, f) > thr
     shared = a & b
-    diff = shapes_difference_region(c, f, t, threshold=thr)
-    tonly = F.max_pool2d((b & ~a).float(), 3, stride=1, padding=1).bool()
-    return {"diff": diff, "diff_excl_shared": diff & ~shared, "target_only": tonly, "shared": shared}
+    diff = shapes_difference_region(c, f, t, threshold=thr, exclude_shared=False)
+    tonly = F.max_pool2d((b & ~a).float(), 3, stride=1, padding=1).bool() & ~shared
+    return {"diff": diff, "diff_excl_shared": shapes_difference_region(c, f, t, threshold=thr),
+            "target_only": tonly, "shared": shared}
 
 
 def main(argv=None) -> int:
