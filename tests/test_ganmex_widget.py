@@ -36,8 +36,10 @@ def test_built_on_the_widget_base_and_shows_what_attribute_computes(widget):
     assert widget.source == int(top[0]) and widget.target == int(top[1])
     # the predicted class is not offered as a target
     assert widget.source not in [v for _, v in widget.target_dropdown.options]
+    assert widget.maps_view.layout.display == "none"  # no empty image before a run
     res = widget.run(block=True)
     assert set(widget.maps) == {"ganmex", "zero"} and not res.stopped
+    assert widget.maps_view.layout.display is None and widget.curves_view.layout.display is None
     c, t = widget.source, widget.target
     ref, base = attribute(widget.classifier, x, t, baseline="ganmex", translator=widget.ganmex,
                           n_steps=16, return_baseline=True)
@@ -63,12 +65,19 @@ def test_target_change_clears_and_rerun_recomputes(widget):
     before = widget.maps["ganmex"].clone()
     widget.target = next(k for k in range(10) if k not in (widget.source, widget.target))
     assert widget.maps == {} and widget.result is None and widget.maps_view.value == b""
+    assert widget.curves_view.layout.display == "none"
     widget.baseline_ws["blur"].value = True
     widget.run(block=True)
     assert set(widget.maps) == {"ganmex", "zero", "blur"}
     assert not torch.allclose(widget.maps["ganmex"], before)
     blur = make_baseline("blur", widget.classifier, widget.x, torch.tensor([widget.target]))
     assert torch.allclose(widget.baselines["blur"], blur[0])
+    # the attribution method follows its dropdown
+    widget.method_w.value = "deeplift"
+    widget.run(block=True)
+    ref = attribute(widget.classifier, widget.x, widget.target, baseline="zero", method="deeplift")
+    assert torch.allclose(widget.maps["zero"], ref[0], atol=1e-5)
+    assert "deeplift" in widget.summary.value
 
 
 def test_background_run_locks_the_controls(widget):

@@ -75,6 +75,12 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _show(view: W.Image, png: bytes) -> None:
+    """Show ``png`` in ``view``; an empty one hides the view (no broken-image icon)."""
+    view.value = png
+    view.layout.display = None if png else "none"
+
+
 class AttributionWidget(CounterfactualWidget):
     """Baselines side by side for one input and one target class.
 
@@ -185,9 +191,9 @@ class AttributionWidget(CounterfactualWidget):
 
         self.summary = W.HTML("", layout=W.Layout(min_height="18px"))
         self.summary.add_class("cfw-attribution-summary")
-        self.maps_view = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.maps_view = W.Image(format="png", layout=W.Layout(max_width="100%", display="none"))
         self.maps_view.add_class("cfw-attribution-maps")
-        self.curves_view = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.curves_view = W.Image(format="png", layout=W.Layout(max_width="100%", display="none"))
         self.curves_view.add_class("cfw-attribution-curves")
         return [title("Attribution maps: each baseline above, its map of f<sub>c</sub> &minus; "
                       "f<sub>t</sub> below (one colour scale)"),
@@ -245,8 +251,8 @@ class AttributionWidget(CounterfactualWidget):
         info = result.meta.get("attribution")
         if not info:
             self.maps, self.baselines, self.curves = {}, {}, {}
-            self.maps_view.value = b""
-            self.curves_view.value = b""
+            _show(self.maps_view, b"")
+            _show(self.curves_view, b"")
             self.summary.value = ("<span style='font-size:12px'>no attribution maps for this "
                                   "result yet: press Run to compute them.</span>")
             return
@@ -262,11 +268,11 @@ class AttributionWidget(CounterfactualWidget):
             f"<b>{html.escape(names[t])}</b>: {html.escape(info['method'])}, {done} baseline"
             f"{'s' if done != 1 else ''} in {info['seconds']:.2f} s{note}</span>")
         if not self.maps:
-            self.maps_view.value = b""
-            self.curves_view.value = b""
+            _show(self.maps_view, b"")
+            _show(self.curves_view, b"")
             return
-        self.maps_view.value = self.maps_png(c, t)
-        self.curves_view.value = self.curves_png(t)
+        _show(self.maps_view, self.maps_png(c, t))
+        _show(self.curves_view, self.curves_png(t))
 
     def maps_png(self, c: int, t: int) -> bytes:
         """The figure of the maps row: the input and each baseline's image on top, each map
@@ -322,8 +328,8 @@ class AttributionWidget(CounterfactualWidget):
         super().clear_result()
         if hasattr(self, "maps_view"):
             self.maps, self.baselines, self.curves = {}, {}, {}
-            self.maps_view.value = b""
-            self.curves_view.value = b""
+            _show(self.maps_view, b"")
+            _show(self.curves_view, b"")
             self.summary.value = ""
 
     def static_html(self) -> str:
