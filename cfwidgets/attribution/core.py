@@ -26,6 +26,7 @@ is run once per reference and averaged (for DeepLIFT that is DeepLiftShap).
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import torch
@@ -108,7 +109,12 @@ def _one(method: str, model: nn.Module, x: Tensor, b: Tensor, args: tuple, *, n_
             x, baselines=b, additional_forward_args=args, n_steps=n_steps,
             internal_batch_size=internal_batch_size)
     if method == "deeplift":
-        return ca.DeepLift(model).attribute(x, baselines=b, additional_forward_args=args)
+        with warnings.catch_warnings():
+            # Captum's notes that it set requires_grad itself and hooks the non-linearities
+            # (on the out-of-place copy, see _no_inplace): nothing for the user to do
+            warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
+            warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
+            return ca.DeepLift(model).attribute(x, baselines=b, additional_forward_args=args)
     if method == "occlusion":
         c = x.shape[1]
         return ca.Occlusion(model).attribute(

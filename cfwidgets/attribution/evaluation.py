@@ -14,7 +14,8 @@ arXiv 2011.06015), plus a ground-truth check on the synthetic shapes.
    explains the model should change: lower similarity is better.
 3. **Mass in the class-defining region** (:func:`mass_in_region`,
    :func:`shapes_difference_region`): on the synthetic shapes the image of the same factors
-   under the other class is known, so the pixels that separate the two classes are known.
+   under the other class is known, so the pixels that separate the two classes are known (the
+   ink the two shapes share is not among them).
 
 Quantus (LGPL) has PixelFlipping / RegionPerturbation / ModelParameterRandomisation, but
 its perturbation metrics replace pixels by a fixed value or noise, not by a per-row
@@ -234,11 +235,20 @@ def mass_in_region(attribution: Tensor, region: Tensor) -> Tensor:
 
 
 def shapes_difference_region(classes: Tensor, factors: Tensor, target: Tensor, *,
-                             threshold: float = 0.1, dilate: int = 1) -> Tensor:
+                             threshold: float = 0.1, dilate: int = 1,
+                             exclude_shared: bool = True) -> Tensor:
     """Where the shape of class ``classes`` and the shape of class ``target`` with the same
     six factors (size, rotation, position, stroke, brightness) differ by more than
     ``threshold``: the pixels that decide "this shape and not that one". Dilated by
-    ``dilate`` px (anti-aliased edges). Bool ``(B, 1, 28, 28)``."""
+    ``dilate`` px (the anti-aliased edges of the differing strokes). Bool ``(B, 1, 28, 28)``.
+
+    ``exclude_shared``: the ink both shapes have (both renders above ``threshold``) is left
+    out after the dilation. Two shapes of the same factors share a third to two thirds of
+    ``x``'s ink (measured on 48 test shapes, every ordered pair: 0.34 to 0.68 per pair, 0.59
+    for the targets ``(y + 1) % 4``), and a 1 px dilation of the differing pixels covers
+    nearly all of it, which made the region almost all of ``x``'s outline (0.98 of its ink):
+    a zero-baseline map, non-zero only where ``x`` is, then scored near 1 by construction.
+    ``exclude_shared=False`` gives that older region."""
     from ..data.shapes import render_shapes
 
     a = render_shapes(classes.cpu(), factors.cpu())
@@ -246,4 +256,7 @@ def shapes_difference_region(classes: Tensor, factors: Tensor, target: Tensor, *
     region = ((a - b).abs() > threshold).float()
     if dilate > 0:
         region = F.max_pool2d(region, 2 * dilate + 1, stride=1, padding=dilate)
-    return region.bool()
+    region = region.bool()
+    if exclude_shared:
+        region &= ~((a > threshold) & (b > threshold))
+    return region

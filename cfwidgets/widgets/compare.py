@@ -79,7 +79,7 @@ def own_widget(method: CounterfactualMethod, data: Any, *, name: str | None = No
     if name == "ganmex":
         from .attribution import AttributionWidget
 
-        return AttributionWidget(method, data, target=target)
+        return AttributionWidget(method, data, **kw)
     if name == "disc":
         from .disc import DISCWidget
 
@@ -587,9 +587,7 @@ class CompareWidget(W.VBox):
                 w.show_result(res)
                 w.runner.set_status(f"the comparison's result ({cell.status}); press Run to run again.")
             title = W.HTML(f"<b>{html.escape(cell.title)}</b>: its own widget on the same input and target")
-            # a widget that is not a DOMWidget itself (AttributionWidget) shows its ``box``
-            view = w if isinstance(w, W.DOMWidget) else w.box
-            self.detail.children = [title, view]
+            self.detail.children = [title, w]
             self.opened = w
             return w
         except Exception as e:  # noqa: BLE001 - shown, and raised to a caller in code

@@ -140,6 +140,12 @@ class Runner:
     def running(self) -> bool:
         return self._running
 
+    @property
+    def stop_requested(self) -> bool:
+        """Stop was pressed during this run (for work a widget does after ``explain``,
+        between steps of its own)."""
+        return self._stop_event.is_set()
+
     def set_status(self, text: str, kind: str = "info") -> None:
         """The status line (``text`` is HTML); ``kind``: info, warn, ok or error."""
         self.status.value = (f"<div style='font-size:12px;line-height:1.4;color:{_COLORS[kind]}'>"
