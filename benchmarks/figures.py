@@ -2,7 +2,8 @@
 sample size named (figures only; nothing is asserted: the tests assert the bars).
 
     python benchmarks/figures.py [--n 40] [--kinds runner-up,far,random,next] [--text-n 64]
-                                 [--methods wachter,flow,vae,gan,gci,gci-locked,aip,aip-locked]
+                                 [--methods wachter,flow,vae,gan,gci,gci-locked,aip,aip-locked,
+                                            ganmex,disc]
                                  [--out benchmarks/results/figures.json] [--no-text]
 
 Images: ``n`` held-out MNIST digits (a class-balanced seeded subset of the test split),
@@ -21,7 +22,11 @@ the median bits/dim of the counterfactuals and of the queries under ``mnist/flow
 alike: 8-bit grid, dequantised; the flow arm steers with this flow, so read its figure as
 its own view), the tangent fraction (``mnist/vae-judge``, which no method uses), and for
 GCI / AIP the share whose class code changed. ``-locked`` arms lock the digit code
-(``attribute_weights={"digit": 100}``).
+(``attribute_weights={"digit": 100}``). ``ganmex`` is the GANMEX translator's counterfactual
+baseline (``mnist/ganmex``, trained against ``mnist/cnn``). ``disc`` explains ``mnist/duq``
+(the CNN trunk with a DUQ head: DISC's manifold term needs the classifier's uncertainty), so
+its targets are computed from ``mnist/duq`` by the same rules and its validity is that
+model's.
 
 Text (``--text-n`` held-out review sentences, target = the other class): AIP-text and
 HotFlip explaining ``reviews/clf``; flip rate (the explained model), agreement of the
@@ -41,7 +46,7 @@ import torch
 
 warnings.filterwarnings("ignore", message=".*torch.lu.*")
 
-IMAGE_ARMS = ("wachter", "flow", "vae", "gan", "gci", "gci-locked", "aip", "aip-locked")
+IMAGE_ARMS = ("wachter", "flow", "vae", "gan", "gci", "gci-locked", "aip", "aip-locked", "ganmex", "disc")
 
 
 def _targets(clf, x, y, kind: str, seed: int = 0):
@@ -65,7 +70,7 @@ def _targets(clf, x, y, kind: str, seed: int = 0):
 def image_figures(n: int, kinds, arms, device: str = "cpu") -> list[dict]:
     from cfwidgets import zoo
     from cfwidgets.data import load_mnist
-    from cfwidgets.methods import AIP, GCI, Wachter
+    from cfwidgets.methods import AIP, DISC, GANMEX, GCI, Wachter
     from cfwidgets.methods.diffeomorphic import DiffeomorphicCounterfactual
     from cfwidgets.metrics import evaluate, oracle_agreement
     from cfwidgets.metrics.manifold import bits_per_dim_query, manifold_metrics
@@ -91,10 +96,15 @@ def image_figures(n: int, kinds, arms, device: str = "cpu") -> list[dict]:
     cfg = DiffeomorphicCounterfactual.Config()
     lock = {"attribute_weights": {"digit": 100.0}}
 
-    def run(arm, t):
+    def run(arm, t, kind):
         if arm == "wachter":  # the diffeomorphic paper's pixel arm: same budget, no proximity
             return Wachter(clf).explain(x, t, steps=cfg.steps, lr=cfg.lr, confidence=cfg.confidence,
                                         proximity_weight=0.0)
+        if arm == "ganmex":
+            return GANMEX(clf, load("mnist/ganmex")).explain(x, t)
+        if arm == "disc":  # explains mnist/duq, with targets of its own (see the docstring)
+            duq = load("mnist/duq")
+            return DISC(duq).explain(x, _targets(duq, x, y, kind))
         if arm in ("flow", "vae", "gan"):
             return DiffeomorphicCounterfactual(clf, load(f"mnist/{arm}")).explain(x, t)
         cls = {"gci": GCI, "aip": AIP}[arm.split("-")[0]]
@@ -107,7 +117,7 @@ def image_figures(n: int, kinds, arms, device: str = "cpu") -> list[dict]:
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                res = run(arm, t)
+                res = run(arm, t, kind)
             row = evaluate(res, oracle=oracle, extra=extra)
             row.update(arm=arm, target_kind=kind, seconds=round(time.perf_counter() - t0, 1),
                        bpd_query=float(bits_per_dim_query(res, flow).median()))
