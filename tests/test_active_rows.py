@@ -79,8 +79,9 @@ def test_compacted_run_equals_full_batch_adam_exactly():
         rows = ActiveRows(opt, {"p": p}, {"goal": goal})
         for step in range(30):
             if step == drop_at:
-                keep = torch.tensor([True, False, True, True, False, True])
-                rows.keep(keep)
+                rows.keep(torch.tensor([True, False, True, True, False, True]))
+            if step == drop_at + 7:  # a second compaction: full-batch mask, indices composed
+                rows.keep(torch.tensor([True, True, False, True, True, True]))
             p, gl = rows.params["p"], rows.consts["goal"]
             opt.zero_grad(set_to_none=True)
             ((p - gl) ** 2 * torch.arange(1, d + 1)).sum().backward()
@@ -89,11 +90,12 @@ def test_compacted_run_equals_full_batch_adam_exactly():
 
     rows_full, full = run(drop_at=-1)
     rows_cut, cut = run(drop_at=10)
-    assert rows_cut.n_active == 4 and rows_cut.params["p"].shape == (4, d)
-    kept = torch.tensor([0, 2, 3, 5])
+    assert rows_cut.n_active == 3 and rows_cut.params["p"].shape == (3, d)
+    assert rows_cut.idx.tolist() == [0, 3, 5] and rows_cut.compactions == 2
+    kept = torch.tensor([0, 3, 5])
     assert torch.equal(cut[kept], full[kept])
-    # the rows that left are where they were at step 10, not where the full run took them
-    assert not torch.allclose(cut[[1, 4]], full[[1, 4]])
+    # the rows that left are where they were when they left, not where the full run took them
+    assert not torch.allclose(cut[[1, 2, 4]], full[[1, 2, 4]])
 
 
 def test_recorder_count_drives_compaction_and_min_drop():
@@ -142,3 +144,29 @@ def test_other_methods_shrink_the_batch(name):
     assert loop[0] == len(case.x)  # explain()'s prediction of x: the whole batch
     assert min(loop) < len(case.x)  # after some rows finished, only the others ran
     assert sum(loop) < len(case.x) * (int(steps.max()) + 1)
+
+
+def test_gan_inversion_drops_converged_rows():
+    """invert_generator: rows whose MSE fell below tol leave the decoder's batch (checked
+    every 10 steps), and each row's code is what it gets inverted alone."""
+    from cfwidgets.models.gan import invert_generator
+
+    torch.manual_seed(0)
+    w = torch.randn(6, 16) * 0.3
+    sizes: list[int] = []
+
+    def decode(z):
+        sizes.append(int(z.shape[0]))
+        return torch.sigmoid(z @ w).view(-1, 1, 4, 4)
+
+    z_true = torch.randn(5, 6)
+    x = decode(z_true).detach()
+    z0 = z_true + torch.tensor([0.05, 0.05, 2.0, 2.0, 3.0])[:, None] * torch.randn(5, 6)
+    sizes.clear()
+    z, mse = invert_generator(decode, x, z0, steps=400, lr=0.05, tol=1e-4)
+    assert bool((mse < 1e-4).all()), "setup: every row converges"
+    assert sizes[0] == 5 and min(sizes) < 5
+    assert sum(sizes) < 5 * len(sizes)
+    for i in range(5):
+        zi, mi = invert_generator(decode, x[i:i + 1], z0[i:i + 1], steps=400, lr=0.05, tol=1e-4)
+        assert torch.allclose(zi[0], z[i], atol=1e-5), i

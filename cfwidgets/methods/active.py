@@ -89,14 +89,23 @@ class ActiveRows:
     def update(self, rec) -> bool:
         """Compact if the recorder's last sync counted enough newly halted rows (reads
         ``rec.n_halted``, a host int, and ``rec.halted``); True when it compacted."""
-        n_halted = getattr(rec, "n_halted", None)
-        if n_halted is None:
-            return False
-        newly = n_halted - (self.batch - self.n_active)
-        if newly <= 0 or n_halted >= self.batch or newly < math.ceil(self.min_drop * self.n_active):
+        if not self.worth_dropping(getattr(rec, "n_halted", None)):
             return False
         self.keep(~rec.halted)
         return True
+
+    def worth_dropping(self, n_halted: int | None) -> bool:
+        """Whether ``n_halted`` halted rows of the full batch (a host int, from a sync the
+        loop makes anyway; ``None``: not known) call for a compaction under ``min_drop``
+        (never when every row halted: the loop ends then)."""
+        if n_halted is None:
+            return False
+        newly = n_halted - (self.batch - self.n_active)
+        return 0 < newly and n_halted < self.batch and newly >= math.ceil(self.min_drop * self.n_active)
+
+    def take(self, t: Tensor) -> Tensor:
+        """The active rows of a full-batch tensor ``t``."""
+        return t if self.idx is None else t.index_select(0, self.idx)
 
     def keep(self, mask: Tensor) -> None:
         """Keep only the active rows where ``mask`` (``(B,)`` bool, full batch) is True."""
