@@ -54,6 +54,9 @@ def main() -> None:
     from cfwidgets.data import load_mnist
 
     dev = resolve_device(a.device)
+    import cfwidgets
+
+    print(f"cfwidgets from {Path(cfwidgets.__file__).parent}", flush=True)
     te = load_mnist("test").subset(a.n, seed=0)
     rows = []
     for name in a.methods.split(","):

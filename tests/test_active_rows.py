@@ -1,4 +1,4 @@
-"""Per-row early stopping in the computation (methods/active.py): rows that reached the
+"""Per-row early stopping in the computation (cfwidgets/_active.py): rows that reached the
 target leave the batch, the remaining rows continue exactly as in the full batch."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from cfwidgets._active import ActiveRows
 from cfwidgets.methods import Wachter
-from cfwidgets.methods.active import ActiveRows
 from cfwidgets.methods.base import Recorder
 
 

@@ -615,7 +615,7 @@ class Recorder:
     ``meta["nonfinite"]``, with a warning), instead of carrying NaN to the end.
 
     It never forces a device sync except to count the halted rows (every ``sync_every``
-    steps: all halted ends the loop, and :class:`~cfwidgets.methods.active.ActiveRows`
+    steps: all halted ends the loop, and :class:`~cfwidgets._active.ActiveRows`
     drops them from the computation) and when the callback itself asks for numbers.
 
     Usage in a method's loop::

@@ -69,9 +69,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._active import ActiveRows
 from ..config import knob
 from ..objectives import class_loss
-from .active import ActiveRows
 from .base import CounterfactualMethod, Recorder, RunOutput
 from .knobs import record_every_knob
 

@@ -61,9 +61,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._active import ActiveRows
 from ..config import knob
 from ..objectives import class_loss
-from .active import ActiveRows
 from .attribute_base import AttributeMethod, FrozenAtDone, Restarts
 from .base import Recorder, RunOutput
 from .knobs import attribute_weights_knob, class_loss_knob, kappa_knob, record_every_knob

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._active import ActiveRows
 from ..config import knob
 from ..objectives import class_loss, l1_distance
-from .active import ActiveRows
 from .base import CounterfactualMethod, Recorder, RunOutput
 from .knobs import class_loss_knob, record_every_knob
 

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._active import ActiveRows
+
 __all__ = ["Generator", "Discriminator", "LatentEncoder", "DCGAN", "invert_generator"]
 
 
@@ -138,10 +140,8 @@ def invert_generator(decode, x: Tensor, z0: Tensor, *, steps: int = 5000, lr: fl
     gradient) and each row's code is frozen at the step its MSE first fell below ``tol``,
     so a batch gives the same codes as one-by-one calls. Returns ``(z (B, D), mse (B,))``.
     Whether all rows converged is checked every 10 steps (one device sync each); the rows
-    that converged then leave the batch (:class:`~cfwidgets.methods.active.ActiveRows`).
+    that converged then leave the batch (:class:`~cfwidgets._active.ActiveRows`).
     """
-    from ..methods.active import ActiveRows
-
     z = z0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     b = x.shape[0]
