@@ -45,17 +45,21 @@ class TinyClassifier(nn.Module):
 
 class NaNAfter(nn.Module):
     """Wraps a classifier; from its ``after``-th call on, row ``row``'s logits are NaN
-    (a model that breaks down mid-run)."""
+    (a model that breaks down mid-run). It sees positions only, so it breaks that row
+    while the batch is the one of its first call: a halted row leaves the step loop's
+    batch (ActiveRows) and the rows behind it move up."""
 
     def __init__(self, inner, after: int, row: int = 0):
         super().__init__()
         self.inner, self.after, self.row, self.calls = inner, after, row, 0
         self.input_shape = getattr(inner, "input_shape", None)
+        self.batch: int | None = None
 
     def forward(self, x):
         self.calls += 1
+        self.batch = self.batch or x.shape[0]
         out = self.inner(x)
-        if self.calls > self.after and x.shape[0] > self.row:
+        if self.calls > self.after and x.shape[0] == self.batch > self.row:
             out = out.clone()
             out[self.row] = float("nan")
         return out

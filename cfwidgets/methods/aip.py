@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._active import ActiveRows
 from ..config import knob
 from ..models.conditional import AttributeSpec
 from ..objectives import class_loss
@@ -167,16 +168,24 @@ class AIP(AttributeMethod):
                        restarts.callback(callback, target))
         frozen = FrozenAtDone(a=a, z=z)  # a copy's variables stop where it reached the target
 
+        # copies that reached the target leave the computation (ActiveRows); full-batch
+        # values go to the recorder, the restarts' selection and the frozen variables
+        rows = ActiveRows(opt, {"a": a, "z": z}, {"a0": a0r, "z0": z0r, "target": tr, "x": xr})
         for step in range(cfg.steps):
+            rows.update(rec)
+            a, z = rows.params["a"], rows.params["z"]
+            a0l, z0l, tl, xl = (rows.consts[k] for k in ("a0", "z0", "target", "x"))
             x_cf = gen.decode(z, a)
             logits = self.classifier(x_cf)
-            parts = aip_objective(logits, tr, z, z0r, a, a0r, spec, weights=w_cost, beta_z=cfg.beta_z,
+            parts = aip_objective(logits, tl, z, z0l, a, a0l, spec, weights=w_cost, beta_z=cfg.beta_z,
                                   beta_a=cfg.beta_a, loss=cfg.loss, kappa=cfg.kappa)
-            loss = parts["loss"]  # (R*B,)  eq. (1)
-            restarts.live((x_cf - xr).abs().flatten(1).mean(1).detach(), a=a.detach(), z=z.detach())
+            loss = parts["loss"]  # (L,)  eq. (1)
+            a_full, z_full = rows.full_param("a"), rows.full_param("z")
+            restarts.live(rows.full("dist", (x_cf - xl).abs().flatten(1).mean(1)), a=a_full, z=z_full)
             frozen.mark(rec)
-            stop = rec.observe(step, x_cf, logits.softmax(-1), parts)
-            frozen.track(rec, a=a.detach(), z=z.detach())
+            stop = rec.observe(step, rows.full("x", x_cf), rows.full("probs", logits.softmax(-1)),
+                               rows.full_all(parts))
+            frozen.track(rec, a=a_full, z=z_full)
             if stop:
                 break
             opt.zero_grad(set_to_none=True)
@@ -186,11 +195,12 @@ class AIP(AttributeMethod):
             opt.step()
             if opt_a:
                 with torch.no_grad():
-                    a.copy_(torch.where(free_cols.bool(), spec.project(a), a0r))
+                    a.copy_(torch.where(free_cols.bool(), spec.project(a), a0l))
         with torch.no_grad():
-            a_last, z_last = a.detach(), z.detach()
-            x_last = gen.decode(z_last, a_last)
-            probs_last = self.classifier(x_last).softmax(-1)
+            a_last, z_last = rows.full_param("a"), rows.full_param("z")
+            x_act = gen.decode(rows.params["z"], rows.params["a"])
+            x_last = rows.full("x", x_act)
+            probs_last = rows.full("probs", self.classifier(x_act).softmax(-1))
         frozen.mark(rec)
         x_out, p_out = rec.finish(x_last, probs_last)
         frozen.track(rec, a=a_last, z=z_last)

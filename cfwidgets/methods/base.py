@@ -614,8 +614,9 @@ class Recorder:
     iterate and stops counting steps) and flagged in ``nonfinite`` (the result's
     ``meta["nonfinite"]``, with a warning), instead of carrying NaN to the end.
 
-    It never forces a device sync except to test "all rows done" (every ``sync_every``
-    steps) and when the callback itself asks for numbers.
+    It never forces a device sync except to count the halted rows (every ``sync_every``
+    steps: all halted ends the loop, and :class:`~cfwidgets._active.ActiveRows`
+    drops them from the computation) and when the callback itself asks for numbers.
 
     Usage in a method's loop::
 
@@ -657,6 +658,8 @@ class Recorder:
         self.losses: dict[str, list[Tensor]] = {}
         self.stopped = False
         self.ended_at: int | None = None
+        #: halted rows at the last sync (a host int; ``None`` before the first)
+        self.n_halted: int | None = None
 
     @property
     def halted(self) -> Tensor:
@@ -726,9 +729,12 @@ class Recorder:
                 self.stopped = True
                 self.ended_at = step
                 return True
-        if (step + 1) % self.sync_every == 0 and bool(self.halted.all()):
-            self.ended_at = step
-            return True
+        if (step + 1) % self.sync_every == 0:
+            # the loop's one sync: how many rows halted (all -> end; ActiveRows reads the count)
+            self.n_halted = int(self.halted.sum())
+            if self.n_halted == self.halted.shape[0]:
+                self.ended_at = step
+                return True
         return False
 
     def finish(self, x: Tensor, probs: Tensor) -> tuple[Tensor, Tensor]:

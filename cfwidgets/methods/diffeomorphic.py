@@ -69,6 +69,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._active import ActiveRows
 from ..config import knob
 from ..objectives import class_loss
 from .base import CounterfactualMethod, Recorder, RunOutput
@@ -203,10 +204,6 @@ class DiffeomorphicCounterfactual(CounterfactualMethod):
         return cls(clf, gen, **kwargs)
 
     # -------------------------------------------------------------------- helpers
-    def _num_classes(self, x: Tensor) -> int:
-        with torch.no_grad():
-            return int(self.classifier(x[:1]).shape[1])
-
     def _decode(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
         """``g(z)`` and, for a flow, ``log p(g(z))`` from the same forward pass."""
         gm = self.generative_model
@@ -240,51 +237,35 @@ class DiffeomorphicCounterfactual(CounterfactualMethod):
         z_cf = z0.clone()
         straight = cfg.clip_gradient == "straight_through"
         b = x.shape[0]
-        # Active set: rows that reached `confidence` are frozen by the Recorder, so they
-        # drop out of the forward/backward passes (re-checked at the Recorder's sync
-        # cadence: every step on a CPU, every 8 on a GPU). Full-batch buffers carry their
-        # last values for the Recorder and the callback.
-        live = None  # None = every row
-        x_buf = x_rec.clone()
-        p_buf = torch.zeros(b, self._num_classes(x_rec), device=x.device)
-        loss_buf = torch.zeros(b, device=x.device)
-        logp_buf = torch.zeros(b, device=x.device)
+        # rows that reached `confidence` (frozen by the Recorder) leave the forward/backward
+        # passes and the optimiser (ActiveRows); the Recorder and the callback see full batches
+        rows = ActiveRows(opt, {"z": z}, {"target": target})
         for step in range(cfg.steps):
-            if step > 0 and step % rec.sync_every == 0 and bool(rec.done.any()):
-                live = (~rec.done).nonzero()[:, 0]
-            z_l = z if live is None else z.index_select(0, live)    # (L, D)
-            t_l = target if live is None else target.index_select(0, live)
-            g, log_p = self._decode(z_l)                           # (L, D) -> (L, C, H, W)
+            rows.update(rec)
+            z, t = rows.params["z"], rows.consts["target"]
+            g, log_p = self._decode(z)                             # (L, D) -> (L, C, H, W)
             clipped = g.clamp(0.0, 1.0)
             # straight-through: the value is clipped, the gradient passes as if it were not
             x_cf = g + (clipped - g).detach() if straight else clipped
             logits = self.classifier(x_cf)
-            loss = class_loss(logits, t_l, cfg.loss)              # (L,)
-            with torch.no_grad():
-                if live is None:
-                    x_buf, p_buf, loss_buf = clipped.detach(), logits.softmax(-1), loss.detach()
-                    if log_p is not None:
-                        logp_buf = log_p.detach()
-                else:
-                    x_buf = x_buf.index_copy(0, live, clipped.detach())
-                    p_buf = p_buf.index_copy(0, live, logits.softmax(-1))
-                    loss_buf = loss_buf.index_copy(0, live, loss.detach())
-                    if log_p is not None:
-                        logp_buf = logp_buf.index_copy(0, live, log_p.detach())
+            loss = class_loss(logits, t, cfg.loss)                # (L,)
+            z_full = rows.full_param("z")
             # rows still searching own the current z; finished rows keep the z they froze at
-            z_cf = torch.where(rec.done[:, None], z_cf, z.detach())
-            extra = {"z": z.detach()}
+            z_cf = torch.where(rec.done[:, None], z_cf, z_full)
+            extra = {"z": z_full}
             if log_p is not None:
-                extra["log_density"] = logp_buf
-            if rec.observe(step, x_buf, p_buf, {"loss": loss_buf}, extra=extra):
+                extra["log_density"] = rows.full("log_p", log_p)
+            if rec.observe(step, rows.full("x", clipped), rows.full("probs", logits.softmax(-1)),
+                           {"loss": rows.full("loss", loss)}, extra=extra):
                 break
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             opt.step()
         with torch.no_grad():  # the final iterate (= the last observed one after an early end)
-            x_last = self.generative_model.decode(z).clamp(0.0, 1.0)
-            probs_last = self.classifier(x_last).softmax(-1)
-        z_cf = torch.where(rec.done[:, None], z_cf, z.detach())
+            x_act = self.generative_model.decode(rows.params["z"]).clamp(0.0, 1.0)
+            x_last = rows.full("x", x_act)
+            probs_last = rows.full("probs", self.classifier(x_act).softmax(-1))
+        z_cf = torch.where(rec.done[:, None], z_cf, rows.full_param("z"))
         x_out, p_out = rec.finish(x_last, probs_last)
         meta: dict[str, Any] = {
             "title": f"Diffeomorphic ({self.kind})",

@@ -61,6 +61,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._active import ActiveRows
 from ..config import knob
 from ..objectives import class_loss
 from .attribute_base import AttributeMethod, FrozenAtDone, Restarts
@@ -148,17 +149,23 @@ class GCI(AttributeMethod):
                        restarts.callback(callback, target))
         frozen = FrozenAtDone(a=a)  # a copy's attributes stop where it reached the target
 
+        # copies that reached the target leave the computation (ActiveRows); full-batch
+        # values go to the recorder, the restarts' selection and the frozen variables
+        rows = ActiveRows(opt, {"a": a}, {"z0": z0r, "a0": a0r, "target": tr})
         for step in range(cfg.steps):
-            x_cf = gen.decode(z0r, a)
+            rows.update(rec)
+            a, z0l, a0l, tl = rows.params["a"], rows.consts["z0"], rows.consts["a0"], rows.consts["target"]
+            x_cf = gen.decode(z0l, a)
             logits = self.classifier(x_cf)
-            cls_term = class_loss(logits, tr, cfg.loss, cfg.kappa)
-            cost = spec.cost(a, a0r, w_cost)
-            loss = cls_term + cfg.sparsity_weight * cost  # (R*B,)  eq. (1)
-            restarts.live(cost.detach(), a=a.detach())
+            cls_term = class_loss(logits, tl, cfg.loss, cfg.kappa)
+            cost = spec.cost(a, a0l, w_cost)
+            loss = cls_term + cfg.sparsity_weight * cost  # (L,)  eq. (1)
+            a_full = rows.full_param("a")
+            restarts.live(rows.full("cost", cost), a=a_full)
             frozen.mark(rec)
-            stop = rec.observe(step, x_cf, logits.softmax(-1),
-                               {"loss": loss, "class": cls_term, "attributes": cost})
-            frozen.track(rec, a=a.detach())
+            stop = rec.observe(step, rows.full("x", x_cf), rows.full("probs", logits.softmax(-1)),
+                               rows.full_all({"loss": loss, "class": cls_term, "attributes": cost}))
+            frozen.track(rec, a=a_full)
             if stop:
                 break
             opt.zero_grad(set_to_none=True)
@@ -166,11 +173,12 @@ class GCI(AttributeMethod):
             a.grad.mul_(free_cols)
             opt.step()
             with torch.no_grad():
-                a.copy_(torch.where(free_cols.bool(), spec.project(a), a0r))
+                a.copy_(torch.where(free_cols.bool(), spec.project(a), a0l))
         with torch.no_grad():
-            a_last = a.detach()
-            x_last = gen.decode(z0r, a_last)
-            probs_last = self.classifier(x_last).softmax(-1)
+            a_last = rows.full_param("a")
+            x_act = gen.decode(rows.consts["z0"], rows.params["a"])
+            x_last = rows.full("x", x_act)
+            probs_last = rows.full("probs", self.classifier(x_act).softmax(-1))
         frozen.mark(rec)
         x_out, p_out = rec.finish(x_last, probs_last)
         frozen.track(rec, a=a_last)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._active import ActiveRows
 from ..config import knob
 from ..objectives import class_loss, l1_distance
 from .base import CounterfactualMethod, Recorder, RunOutput
@@ -82,13 +83,17 @@ class Wachter(CounterfactualMethod):
         else:
             opt = torch.optim.SGD([x_cf], lr=cfg.lr)
         rec = Recorder(target, cfg.steps, cfg.confidence, cfg.record_every or None, callback)
+        # rows that reached the target (or turned non-finite) leave the computation
+        rows = ActiveRows(opt, {"x_cf": x_cf}, {"x": x, "target": target})
         for step in range(cfg.steps):
+            rows.update(rec)
+            x_cf, x0, t = rows.params["x_cf"], rows.consts["x"], rows.consts["target"]
             logits = self.classifier(x_cf)
-            cls_term = class_loss(logits, target, cfg.loss)
-            prox = l1_distance(x_cf, x)
-            loss = cls_term + cfg.proximity_weight * prox  # (B,)
-            if rec.observe(step, x_cf, logits.softmax(-1),
-                           {"loss": loss, "class": cls_term, "l1": prox}):
+            cls_term = class_loss(logits, t, cfg.loss)
+            prox = l1_distance(x_cf, x0)
+            loss = cls_term + cfg.proximity_weight * prox  # (L,) active rows
+            if rec.observe(step, rows.full("x", x_cf), rows.full("probs", logits.softmax(-1)),
+                           rows.full_all({"loss": loss, "class": cls_term, "l1": prox})):
                 break
             opt.zero_grad(set_to_none=True)
             # rows are independent (Adam is element-wise), so the sum gives each row its
@@ -98,6 +103,6 @@ class Wachter(CounterfactualMethod):
             with torch.no_grad():
                 x_cf.clamp_(0.0, 1.0)
         with torch.no_grad():
-            probs_last = self.classifier(x_cf).softmax(-1)
-        x_out, p_out = rec.finish(x_cf.detach(), probs_last)
+            probs_last = rows.full("probs", self.classifier(rows.params["x_cf"]).softmax(-1))
+        x_out, p_out = rec.finish(rows.full_param("x_cf"), probs_last)
         return rec.output(x_out, p_out)

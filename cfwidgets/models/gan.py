@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._active import ActiveRows
+
 __all__ = ["Generator", "Discriminator", "LatentEncoder", "DCGAN", "invert_generator"]
 
 
@@ -137,24 +139,39 @@ def invert_generator(decode, x: Tensor, z0: Tensor, *, steps: int = 5000, lr: fl
     Rows are independent (Adam is element-wise; the summed loss gives each row its own
     gradient) and each row's code is frozen at the step its MSE first fell below ``tol``,
     so a batch gives the same codes as one-by-one calls. Returns ``(z (B, D), mse (B,))``.
-    Whether all rows converged is checked every 10 steps (one device sync each).
+    Whether all rows converged is checked every 10 steps (one device sync each); the rows
+    that converged then leave the batch (:class:`~cfwidgets._active.ActiveRows`).
     """
     z = z0.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
-    done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    b = x.shape[0]
+    done = torch.zeros(b, dtype=torch.bool, device=x.device)
     z_out = z0.detach().clone()
-    mse_out = torch.full((x.shape[0],), float("inf"), device=x.device)
+    mse_out = torch.full((b,), float("inf"), device=x.device)
+    rows = ActiveRows(opt, {"z": z}, {"x": x})  # converged rows leave the batch
+    drop = False
     with torch.enable_grad():
         for step in range(steps + 1):
+            if drop:  # the last check found newly converged rows
+                rows.keep(~done)
+                drop = False
+            z = rows.params["z"]
             x_hat = decode(z).clamp(0.0, 1.0)
-            mse = F.mse_loss(x_hat, x, reduction="none").flatten(1).mean(1)  # (B,)
+            mse = F.mse_loss(x_hat, rows.consts["x"], reduction="none").flatten(1).mean(1)  # (L,)
+            mse_full = rows.full("mse", mse)  # rows that left hold their last (< tol) value
             live = ~done
-            z_out = torch.where(live[:, None], z.detach(), z_out)
-            mse_out = torch.where(live, mse.detach(), mse_out)
-            done = done | (mse.detach() < tol)
-            if step == steps or (step % 10 == 0 and bool(done.all())):
+            z_out = torch.where(live[:, None], rows.full_param("z"), z_out)
+            mse_out = torch.where(live, mse_full, mse_out)
+            done = done | (mse_full < tol)
+            if step == steps:
                 break
-            # gradient with respect to z only: never accumulates in the generator's weights
-            (z.grad,) = torch.autograd.grad((mse * (~done).float()).sum(), [z])
+            if step % 10 == 0:
+                n_done = int(done.sum())
+                if n_done == b:
+                    break
+                drop = rows.worth_dropping(n_done)
+            # gradient with respect to z only: never accumulates in the generator's weights;
+            # rows that converged since the last check get none
+            (z.grad,) = torch.autograd.grad((mse * (~rows.take(done)).float()).sum(), [z])
             opt.step()
     return z_out, mse_out

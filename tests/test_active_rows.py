@@ -1,0 +1,172 @@
+"""Per-row early stopping in the computation (cfwidgets/_active.py): rows that reached the
+target leave the batch, the remaining rows continue exactly as in the full batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cfwidgets._active import ActiveRows
+from cfwidgets.methods import Wachter
+from cfwidgets.methods.base import Recorder
+
+
+class _RowCounter(nn.Module):
+    """Wraps a classifier and records the batch size of every forward pass."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.input_shape = getattr(inner, "input_shape", None)
+        self.sizes: list[int] = []
+
+    def forward(self, x):
+        self.sizes.append(int(x.shape[0]))
+        return self.inner(x)
+
+
+def _linear_clf(seed=0):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    with torch.no_grad():
+        net[1].weight.mul_(8)  # confident: a target probability of 0.9 is reachable
+    net.input_shape = (1, 4, 4)
+    return net.eval()
+
+
+def _easy_and_hard(clf, n_easy=3, n_hard=2):
+    """Queries whose runner-up class is close (flip in a few steps) and far."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(64, 1, 4, 4, generator=g)
+    with torch.no_grad():
+        p = clf(x).softmax(-1)
+    top2 = p.topk(2, 1)
+    gap = top2.values[:, 0] - top2.values[:, 1]
+    order = gap.argsort()
+    idx = torch.cat([order[:n_easy], order[-n_hard:]])
+    return x[idx], top2.indices[idx, 1]
+
+
+def test_finished_rows_leave_the_classifier_batch():
+    counter = _RowCounter(_linear_clf())
+    x, t = _easy_and_hard(counter.inner)
+    res = Wachter(counter).explain(x, t, steps=200, lr=0.02, confidence=0.9, proximity_weight=0.0)
+    steps = res.steps
+    assert bool(res.success.all()), "setup: every row should flip within the budget"
+    assert int(steps.min()) + 5 < int(steps.max()), "setup: rows must finish at different steps"
+    loop = counter.sizes[1:]  # the first call is explain()'s own prediction of x
+    # while no row is done the whole batch runs; after the last row stops, only it ran
+    assert loop[0] == len(x)
+    # each step after a row finished saw the rows still searching, not the batch
+    for s in range(int(steps.max()) + 1):
+        expected = int((steps >= s).sum())  # a row done at step k was computed at k, dropped at k+1
+        assert loop[s] == expected, (s, loop[s], expected)
+    assert sum(loop) < len(x) * (int(steps.max()) + 1)
+
+
+def test_compacted_run_equals_full_batch_adam_exactly():
+    """Element-wise per-row problem: the remaining rows of a compacted run follow the
+    full-batch run bit for bit (sliced Adam state, shared step count)."""
+    torch.manual_seed(0)
+    b, d = 6, 5
+    goal = torch.randn(b, d)
+    start = torch.randn(b, d)
+
+    def run(drop_at):
+        p = start.clone().requires_grad_(True)
+        opt = torch.optim.Adam([p], lr=0.1)
+        rows = ActiveRows(opt, {"p": p}, {"goal": goal})
+        for step in range(30):
+            if step == drop_at:
+                rows.keep(torch.tensor([True, False, True, True, False, True]))
+            if step == drop_at + 7:  # a second compaction: full-batch mask, indices composed
+                rows.keep(torch.tensor([True, True, False, True, True, True]))
+            p, gl = rows.params["p"], rows.consts["goal"]
+            opt.zero_grad(set_to_none=True)
+            ((p - gl) ** 2 * torch.arange(1, d + 1)).sum().backward()
+            opt.step()
+        return rows, rows.full_param("p")
+
+    rows_full, full = run(drop_at=-1)
+    rows_cut, cut = run(drop_at=10)
+    assert rows_cut.n_active == 3 and rows_cut.params["p"].shape == (3, d)
+    assert rows_cut.idx.tolist() == [0, 3, 5] and rows_cut.compactions == 2
+    kept = torch.tensor([0, 3, 5])
+    assert torch.equal(cut[kept], full[kept])
+    # the rows that left are where they were when they left, not where the full run took them
+    assert not torch.allclose(cut[[1, 2, 4]], full[[1, 2, 4]])
+
+
+def test_recorder_count_drives_compaction_and_min_drop():
+    target = torch.zeros(8, dtype=torch.long)
+    rec = Recorder(target, 10, 0.9)
+    x = torch.zeros(8, 2, requires_grad=True)
+    rows = ActiveRows(torch.optim.SGD([x], lr=0.1), {"x": x}, min_drop=0.5)
+    assert not rows.update(rec)  # no sync yet: nothing known
+    probs = torch.full((8, 2), 0.5)
+    probs[:3] = torch.tensor([1.0, 0.0])  # 3 rows reach the target
+    rec.observe(0, x, probs, {})
+    assert rec.n_halted == 3
+    assert not rows.update(rec)  # 3 < 50 % of 8
+    probs[3] = torch.tensor([1.0, 0.0])
+    rec.observe(1, x, probs, {})
+    assert rows.update(rec) and rows.n_active == 4
+    assert rows.idx.tolist() == [4, 5, 6, 7]
+    with pytest.raises(ValueError, match="min_drop"):
+        ActiveRows(None, {"x": x}, min_drop=1.5)
+
+
+def test_non_elementwise_optimizer_state_is_refused():
+    p = torch.zeros(4, 3, requires_grad=True)
+    opt = torch.optim.Adam([p], lr=0.1)
+    rows = ActiveRows(opt, {"p": p})
+    opt.state[p]["odd"] = torch.zeros(7)
+    with pytest.raises(ValueError, match="element-wise"):
+        rows.keep(torch.tensor([True, False, True, True]))
+
+
+@pytest.mark.parametrize("name", ["diffeomorphic-vae", "gci", "aip"])
+def test_other_methods_shrink_the_batch(name):
+    """Every method on ActiveRows passes fewer rows through the classifier once some rows
+    finished (the conformance cases: zoo models, 4 digits, runner-up targets)."""
+    from method_cases import CASES
+
+    case = CASES[name]()
+    m = case.method
+    counter = _RowCounter(m.classifier)
+    m.classifier = counter
+    res = m.explain(case.x, case.target, **{**case.fast, "steps": 60, "confidence": 0.9})
+    steps = res.steps
+    assert int(steps.min()) + 1 < int(steps.max()), f"setup: rows must finish apart ({steps.tolist()})"
+    # the step loop's calls (the path metadata classifies T x B snapshots at once)
+    loop = [s for s in counter.sizes if s <= len(case.x)]
+    assert loop[0] == len(case.x)  # explain()'s prediction of x: the whole batch
+    assert min(loop) < len(case.x)  # after some rows finished, only the others ran
+    assert sum(loop) < len(case.x) * (int(steps.max()) + 1)
+
+
+def test_gan_inversion_drops_converged_rows():
+    """invert_generator: rows whose MSE fell below tol leave the decoder's batch (checked
+    every 10 steps), and each row's code is what it gets inverted alone."""
+    from cfwidgets.models.gan import invert_generator
+
+    torch.manual_seed(0)
+    w = torch.randn(6, 16) * 0.3
+    sizes: list[int] = []
+
+    def decode(z):
+        sizes.append(int(z.shape[0]))
+        return torch.sigmoid(z @ w).view(-1, 1, 4, 4)
+
+    z_true = torch.randn(5, 6)
+    x = decode(z_true).detach()
+    z0 = z_true + torch.tensor([0.05, 0.05, 2.0, 2.0, 3.0])[:, None] * torch.randn(5, 6)
+    sizes.clear()
+    z, mse = invert_generator(decode, x, z0, steps=400, lr=0.05, tol=1e-4)
+    assert bool((mse < 1e-4).all()), "setup: every row converges"
+    assert sizes[0] == 5 and min(sizes) < 5
+    assert sum(sizes) < 5 * len(sizes)
+    for i in range(5):
+        zi, mi = invert_generator(decode, x[i:i + 1], z0[i:i + 1], steps=400, lr=0.05, tol=1e-4)
+        assert torch.allclose(zi[0], z[i], atol=1e-5), i
