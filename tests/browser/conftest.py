@@ -113,6 +113,19 @@ class LabServer:
     timings: dict = field(default_factory=dict)
     app: str = "lab"
 
+    def write_notebook(self, name: str, *sources: str) -> Path:
+        """Write a notebook of one code cell per ``sources`` (Python 3 kernel) into the served
+        root; returns its path."""
+        import nbformat
+
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(src) for src in sources]
+        nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                     "name": "python3"}
+        path = self.root / name
+        nbformat.write(nb, path)
+        return path
+
     def open_notebook(self, page, name: str, timeout: float = 90_000):
         """Open ``name`` (relative to the served root) and wait for its kernel to be idle."""
         if self.app == "lab":

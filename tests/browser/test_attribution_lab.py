@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 
-import nbformat
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
@@ -32,11 +31,7 @@ def _natural_size(widget, css: str) -> list[int]:
 
 
 def test_attribution_widget_in_lab(lab, browser_page, artifacts):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(SOURCE)]
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
-                                 "name": "python3"}
-    nbformat.write(nb, lab.root / NOTEBOOK)
+    lab.write_notebook(NOTEBOOK, SOURCE)
     page = browser_page
     page.set_viewport_size({"width": 1400, "height": 2000})  # the whole widget on one screenshot
     lab.open_notebook(page, NOTEBOOK)

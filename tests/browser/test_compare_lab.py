@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import time
 
-import nbformat
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
@@ -28,11 +27,7 @@ def _statuses(widget) -> list[str]:
 
 
 def test_compare_dashboard(lab, browser_page, artifacts):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(SOURCE)]
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
-                                 "name": "python3"}
-    nbformat.write(nb, lab.root / NOTEBOOK)
+    lab.write_notebook(NOTEBOOK, SOURCE)
     page = browser_page
     page.set_viewport_size({"width": 1400, "height": 1400})  # the grid and the table on one screen
     lab.open_notebook(page, NOTEBOOK)
