@@ -455,7 +455,6 @@ class DISC(CounterfactualMethod):
         stage_names: list[str] = []
         step = 0
         ended = False
-        searching = False
         search_stages = [s for s in stages if s[0] != "fit"]
         with self._hooks(cfg) as stats:
             for name, n_steps, level in stages:
@@ -468,17 +467,6 @@ class DISC(CounterfactualMethod):
                         prior.set_band((i + 1) / len(search_stages))
                 if is_fit:  # the fit needs neither the BN hooks nor the classifier's gradient
                     stats.active = False
-                elif fit and not searching:
-                    # A fresh Adam for the search. Carried over from the fit, Adam's second
-                    # moments are tiny (the fit's gradients were), so the first search steps
-                    # moved every INR weight by ~3x lr and the stage-1 frame became a grey
-                    # texture. Measured on 48 held-out digits (runner-up targets): stage-1
-                    # frames correlating < 0.5 with the query 12.5 % -> 2.1 % (median
-                    # correlation 0.72 -> 0.83); oracle agreement 0.875 -> 0.854, IM1 0.938 ->
-                    # 0.954, L1 0.092 -> 0.085. A fresh Adam at 0.3x lr kept every stage-1
-                    # frame near the query but dropped oracle agreement to 0.75.
-                    opt = torch.optim.Adam(prior.parameters(), lr=lr)
-                searching = searching or not is_fit
                 for _ in range(n_steps):
                     x_cf = prior()
                     stats.reset()
@@ -522,6 +510,16 @@ class DISC(CounterfactualMethod):
                 stage_names.append(name)
                 if ended:
                     break
+                if is_fit:
+                    # A fresh Adam for the search. Carried over from the fit, Adam's second
+                    # moments are tiny (the fit's gradients were), so the first search steps
+                    # moved every INR weight by ~3x lr and the stage-1 frame became a grey
+                    # texture. Measured on 48 held-out digits (runner-up targets): stage-1
+                    # frames correlating < 0.5 with the query 12.5 % -> 2.1 % (median
+                    # correlation 0.72 -> 0.83); oracle agreement 0.875 -> 0.854, IM1 0.938 ->
+                    # 0.954, L1 0.092 -> 0.085. A fresh Adam at 0.3x lr kept every stage-1
+                    # frame near the query but dropped oracle agreement to 0.75.
+                    opt = torch.optim.Adam(prior.parameters(), lr=lr)
             with torch.no_grad():
                 stats.active = False
                 x_last = prior().detach()

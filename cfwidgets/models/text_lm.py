@@ -172,10 +172,10 @@ def train_text_lm(
     im_s = LengthBucketSampler(np.array([len(s) for s in im_ids]), batch_size - n_rt,
                                seed=seed + 2)
     opt = torch.optim.AdamW(lm.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    run_ = ResumableRun(checkpoint, ck, lm, opt, {"rt_sampler": rt_s, "im_sampler": im_s},
-                        {"step": 0, "elapsed": 0.0, "history": []}, {"config": asdict(config)},
-                        tag="lm", say=say)
-    state, elapsed, save, t0 = run_.state, run_.elapsed, run_.save, run_.t0
+    resumable = ResumableRun(checkpoint, ck, lm, opt, {"rt_sampler": rt_s, "im_sampler": im_s},
+                             {"step": 0, "elapsed": 0.0, "history": []}, {"config": asdict(config)},
+                             tag="lm", say=say)
+    state, elapsed, save, t0 = resumable.state, resumable.elapsed, resumable.save, resumable.t0
 
     lm.train()
     run = None
@@ -209,7 +209,7 @@ def train_text_lm(
                 f"({elapsed():.0f} s)")
             save()
         else:
-            run_.save_if_due(save_every_s)
+            resumable.save_if_due(save_every_s)
     metrics = state.get("metrics")
     if not metrics or metrics.get("steps") != state["step"]:
         metrics = {"test_ppl": _corpus_ppl(lm, te_ids), "steps": state["step"],
