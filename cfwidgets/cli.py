@@ -73,7 +73,6 @@ def _demo(args: argparse.Namespace) -> int:
 
     from . import zoo
     from ._utils import resolve_device
-    from .analysis.compare import Judges, build_methods, run_comparison
     from .data import load_dataset
     from .methods import METHODS, SKIPPED
     from .metrics import format_table
@@ -82,6 +81,7 @@ def _demo(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     _check_count("--n", args.n, 1, " (the number of test images)")
     _check_count("--steps", args.steps, 0, " (0 = each method's own budget)")
+    _check_count("--workers", args.workers, 0, " (0 = one per CPU core, at most 2)")
     _check_image_dataset(args.dataset, "the demo")
     names = [m.strip() for m in args.methods.split(",")] if args.methods else list(METHODS)
     unknown = [m for m in names if m not in METHODS]
@@ -91,8 +91,10 @@ def _demo(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    workers = args.workers or max(1, min(2, os.cpu_count() or 1))
 
-    print(f"cfwidgets demo: {len(names)} method(s) on {args.n} {args.dataset} test images, device {device}")
+    print(f"cfwidgets demo: {len(names)} method(s) on {args.n} {args.dataset} test images, device {device}"
+          + (f", {workers} at a time" if workers > 1 else ""))
     t0 = time.perf_counter()
     clf = zoo.load(f"{args.dataset}/cnn", device=device)
     aes = zoo.load(f"{args.dataset}/ae", device=device)
@@ -112,13 +114,16 @@ def _demo(args: argparse.Namespace) -> int:
     rows, text_rows, sections, failures = [], [], {}, {}
     bar = tqdm(total=len(names), desc="methods", unit="method")
     tick = dict(on_start=lambda cell: bar.set_postfix_str(cell.name), on_done=lambda _cell: bar.update(1))
-    comps = []
-    if image_names:
-        judges = Judges(autoencoders=aes, oracle=oracle)
-        comps.append(run_comparison(build_methods(image_names, args.dataset, device=device), x, target,
-                                    budget=budget, judges=judges, **tick))
-    if text_names:
-        comps.append(_demo_text(text_names, device, args, tick))
+    threads = torch.get_num_threads()
+    if workers > 1 and device.type == "cpu":
+        # methods at once, one torch thread each: the demo's batches are a few rows, too
+        # small for torch's own threads, so the cores are better used by methods side by side
+        torch.set_num_threads(1)
+    try:
+        comps = _demo_run(image_names, text_names, workers, x, target, budget, aes, oracle,
+                          device, args, tick)
+    finally:
+        torch.set_num_threads(threads)
     bar.close()
     for comp in comps:
         for name, cell in comp.cells.items():
@@ -150,7 +155,9 @@ def _demo(args: argparse.Namespace) -> int:
         f"{clf.zoo_meta['metrics'].get('test_accuracy', float('nan')):.3f}, source "
         f"{clf.zoo_meta.get('source', 'trained now')}). Realism IM1/IM2 from "
         f"<code>{args.dataset}/ae</code>; oracle = <code>{args.dataset}/oracle</code>. "
-        f"Device {device}; models ready in {t_models:.1f} s.</p>"
+        f"Device {device}; models ready in {t_models:.1f} s."
+        + (f" Methods ran {workers} at a time on one CPU thread each, so each time is its wall time "
+           f"while sharing the machine." if workers > 1 else "") + "</p>"
     )
     if text_rows:
         tj = next(c.judges for c in comps if c.modality == "text")
@@ -170,6 +177,32 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"not run: {k}: {v}", file=sys.stderr)
     print(f"report: {out / 'report.html'}  ({time.perf_counter() - t_start:.1f} s in all)")
     return 0 if rows or text_rows else 1
+
+
+def _demo_run(image_names, text_names, workers, x, target, budget, aes, oracle, device, args, tick):
+    """The demo's comparisons: the image methods (``workers`` at a time) and the text ones."""
+    from .analysis.compare import Judges, build_methods, run_comparison
+
+    comps = []
+    # with more than one worker the text methods run beside the image ones, on a thread of
+    # their own (they are short: mostly loading their models)
+    text_job = None
+    if text_names and workers > 1 and image_names:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cfwidgets-demo-text")
+        text_job = pool.submit(_demo_text, text_names, device, args, tick)
+        pool.shutdown(wait=False)
+    if image_names:
+        judges = Judges(autoencoders=aes, oracle=oracle)
+        comps.append(run_comparison(build_methods(image_names, args.dataset, device=device), x, target,
+                                    budget=budget, judges=judges, workers=workers,
+                                    **tick))
+    if text_job is not None:
+        comps.append(text_job.result())
+    elif text_names:
+        comps.append(_demo_text(text_names, device, args, tick))
+    return comps
 
 
 def _demo_text(names, device, args, tick):
@@ -321,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--n", type=int, default=6, help="number of test images")
     d.add_argument("--methods", default="", help="comma-separated subset of methods")
     d.add_argument("--steps", type=int, default=0, help="override every method's step budget")
+    d.add_argument("--workers", type=int, default=0,
+                   help="image methods run at once, the text ones beside them (0 = one per CPU core, at most 2; 1 = all one after another)")
     d.set_defaults(fn=_demo)
 
     z = sub.add_parser("zoo", help="list, inspect and build the model zoo")

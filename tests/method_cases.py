@@ -146,8 +146,13 @@ def _diffeomorphic(generator: str, **fast) -> Callable[[], Case]:
         # depends on 1e-7 float noise of batched convolutions; Adam's first steps are
         # +-lr whatever the gradient's size, so such rows take visibly different (equally
         # valid) paths. Same class, same stopping rule; the pixel tolerance is looser.
+        # The flow's are the most sensitive, and more so with the default adam_beta2 = 0.9
+        # (Adam's steps stay near +-lr longer): measured on these 4 queries, the largest
+        # |batch - single| / change was 0.76 (0.26 with beta2 = 0.999). A row mix-up is
+        # caught apart from the tolerance: each batch row must be nearest its own single run.
+        rtol = 0.9 if generator == "flow" else 0.6
         return Case(DiffeomorphicCounterfactual(clf, gen), x, t,
-                    fast={"steps": 40, "path_density": False, **fast}, batch_rtol=0.6,
+                    fast={"steps": 40, "path_density": False, **fast}, batch_rtol=rtol,
                     classifier=clf)
 
     return build

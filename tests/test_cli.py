@@ -60,3 +60,25 @@ def test_zoo_list_and_info(capsys):
 
 
 # `cfwidgets explain` (chunks, resume, refusals): tests/test_batch.py
+
+
+def test_demo_runs_image_and_text_methods_side_by_side(tmp_path, capsys):
+    """--workers 2: the text methods on a thread beside the image ones; both sections in
+    the report, and torch's thread count is given back afterwards."""
+    import pytest
+    import torch
+
+    pytest.importorskip("transformers")
+    threads = torch.get_num_threads()
+    out = tmp_path / "report"
+    rc = main(["demo", "--out", str(out), "--n", "2", "--methods", "wachter,hotflip", "--device", "cpu",
+               "--workers", "2"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "2 at a time" in captured.out and "not run" not in captured.err
+    page = (out / "report.html").read_text()
+    assert "Wachter" in page and "HotFlip" in page and "2 at a time" in page
+    assert sum(json.loads((out / "wachter.json").read_text())["success"]) >= 1
+    assert sum(json.loads((out / "hotflip.json").read_text())["success"]) >= 1
+    assert torch.get_num_threads() == threads
+    assert main(["demo", "--out", str(out), "--workers", "-1"]) == 2

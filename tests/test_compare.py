@@ -304,3 +304,43 @@ def test_run_comparison_is_usable_from_a_script(mnist, judges):
                           on_done=lambda c: events.append(("done", c.name)))
     assert events == [("start", "wachter"), ("done", "wachter"), ("start", "ganmex"), ("done", "ganmex")]
     assert comp.rows()[0]["n"] == 2 and comp.done
+
+
+def test_methods_on_threads_give_the_serial_results_and_leave_shared_models_as_they_were(mnist):
+    """workers=2 (the demo's default on 2 cores): the same figures as one after another, and
+    the classifier the methods share keeps its requires_grad flags and gets no gradient."""
+    from cfwidgets.methods import AIP, GCI
+
+    clf, cvae = zoo.load("mnist/cnn", device="cpu"), zoo.load("mnist/cvae", device="cpu")
+    methods = {"wachter": Wachter(clf), "gci": GCI(clf, cvae), "aip": AIP(clf, cvae)}
+    names = list(methods)
+    x, t = mnist.x[:3], torch.tensor([3, 5, 1])
+    flags = [p.requires_grad for p in clf.parameters()]
+    serial = run_comparison(methods, x, t, budget=40)
+    both = run_comparison(methods, x, t, budget=40, workers=2)
+    for name in names:
+        a, b = serial.cells[name].result, both.cells[name].result
+        assert both.cells[name].status == "done"
+        assert torch.equal(a.success, b.success) and torch.allclose(a.x_cf, b.x_cf, atol=1e-5), name
+    assert [p.requires_grad for p in clf.parameters()] == flags
+    assert all(p.grad is None for p in clf.parameters()) and not clf.training
+
+
+def test_prepared_restores_what_the_first_run_found_when_runs_overlap():
+    """Two runs that share a model and end in the other order (threads): the model stays
+    frozen and in eval mode while either still runs, and comes back as it was."""
+    from cfwidgets.methods.base import prepared
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1))
+    net.train()
+    net[0].bias.requires_grad_(False)
+    first, second = prepared([net]), prepared([net[0], net])
+    with pytest.warns(UserWarning, match="train mode"):
+        first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first run ends while the second still runs
+    assert not net.training and not net[1].training
+    assert not any(p.requires_grad for p in net.parameters())
+    second.__exit__(None, None, None)
+    assert net.training and net[1].training
+    assert net[0].weight.requires_grad and not net[0].bias.requires_grad

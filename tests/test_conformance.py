@@ -88,9 +88,8 @@ def test_result_types_cpu_detached(case):
 
 def test_batch_equals_one_by_one(case):
     batch = _run(case)
-    for i in range(len(case.x)):
-        xi = case.x[i:i + 1]
-        single = _run(case, xi, case.target[i:i + 1])
+    singles = [_run(case, case.x[i:i + 1], case.target[i:i + 1]) for i in range(len(case.x))]
+    for i, single in enumerate(singles):
         assert int(single.pred_cf[0]) == int(batch.pred_cf[i]), f"row {i}: batch and single disagree"
         if _is_text(case):  # the sentence itself, not only its class
             assert single.x_cf[0] == batch.x_cf[i], f"row {i}: {single.x_cf[0]!r} != {batch.x_cf[i]!r}"
@@ -99,6 +98,9 @@ def test_batch_equals_one_by_one(case):
             change = (batch.x_cf[i] - batch.x[i]).abs().mean().item()
             assert diff <= case.batch_rtol * change + 1e-4, (
                 f"row {i}: mean |batch - single| = {diff:.2e} vs change {change:.2e}")
+            # and the batch's row i is single run i's counterfactual, not another row's
+            others = [(s.x_cf[0] - batch.x_cf[i]).abs().mean().item() for j, s in enumerate(singles) if j != i]
+            assert diff < min(others), f"row {i}: batch row is nearer another query's single run"
 
 
 def test_same_seed_same_result(case):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -562,6 +563,14 @@ _MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutN
                    nn.modules.instancenorm._InstanceNorm)
 
 
+# The state `prepared` saved, per parameter / submodule, with how many runs hold it: two
+# methods that share a model (the dashboard and the demo run methods on threads) must not
+# restore it under each other. The first run in saves and freezes, the last one out restores.
+_PREPARED_LOCK = threading.Lock()
+_PREPARED_GRAD: dict[int, list] = {}   # id(param) -> [holders, param, requires_grad before]
+_PREPARED_MODE: dict[int, list] = {}   # id(module) -> [holders, module, training before]
+
+
 @contextlib.contextmanager
 def prepared(modules) -> Iterator[list[str]]:
     """Eval mode and frozen parameters for the duration; restores both afterwards.
@@ -570,17 +579,28 @@ def prepared(modules) -> Iterator[list[str]]:
     BatchNorm running statistics in place (corrupting a cached model); it is switched to
     eval with a warning and switched back on exit. Parameters get ``requires_grad=False``
     so no gradient ever accumulates in the user's model.
+
+    Safe when runs on several threads share a model: the state from before the first run
+    is what the last one to finish restores.
     """
     modules = list(modules)
-    modes = []
-    grads = []
-    switched = []
-    for m in modules:
+    subs = list({id(sub): sub for m in modules for sub in m.modules()}.values())
+    params = list({id(p): p for m in modules for p in m.parameters()}.values())
+    with _PREPARED_LOCK:
         # warn only where train mode changes the output: dropout and normalisation layers
-        if any(sub.training and isinstance(sub, _MODE_DEPENDENT) for sub in m.modules()):
-            switched.append(type(m).__name__)
-        modes.append([(sub, sub.training) for sub in m.modules()])
-        grads.append([(p, p.requires_grad) for p in m.parameters()])
+        switched = [type(m).__name__ for m in modules
+                    if any(sub.training and isinstance(sub, _MODE_DEPENDENT) for sub in m.modules())]
+        for table, objs, state in ((_PREPARED_MODE, subs, "training"), (_PREPARED_GRAD, params, "requires_grad")):
+            for obj in objs:
+                held = table.get(id(obj))
+                if held is None:
+                    table[id(obj)] = [1, obj, getattr(obj, state)]
+                else:
+                    held[0] += 1
+        for sub in subs:
+            sub.training = False
+        for p in params:
+            p.requires_grad_(False)
     if switched:
         warnings.warn(
             f"{', '.join(switched)} was in train mode; cfwidgets switched it to eval() for "
@@ -590,18 +610,19 @@ def prepared(modules) -> Iterator[list[str]]:
             stacklevel=4,
         )
     try:
-        for m in modules:
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad_(False)
         yield switched
     finally:
-        for mode_list in modes:
-            for sub, mode in mode_list:
-                sub.train(mode)
-        for grad_list in grads:
-            for p, rg in grad_list:
-                p.requires_grad_(rg)
+        with _PREPARED_LOCK:
+            for table, objs in ((_PREPARED_MODE, subs), (_PREPARED_GRAD, params)):
+                for obj in objs:
+                    held = table[id(obj)]
+                    held[0] -= 1
+                    if held[0] == 0:
+                        del table[id(obj)]
+                        if table is _PREPARED_MODE:
+                            obj.training = held[2]
+                        else:
+                            obj.requires_grad_(held[2])
 
 
 class Recorder:

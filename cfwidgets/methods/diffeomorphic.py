@@ -40,6 +40,19 @@ Details carried over from the code, and our deviations:
   last iterate is returned and ``result.success`` / ``target_prob`` say whether it flipped
   (shared convention of every method in this package).
 - Deviation: ``steps`` defaults to 1000, not 5000 (small 28x28 models flip in tens of steps).
+- Deviation: Adam's second-moment decay ``adam_beta2`` defaults to 0.9, not torch's 0.999
+  (which the authors' code keeps). With 0.999 the second moment remembers the large
+  gradients of the first steps for about a thousand steps, so once ``p_t`` is near 0.96 the
+  effective step shrinks with the cross-entropy's ``1 - p_t`` and the last stretch to 0.99
+  crawls: on 6 demo digits two flow rows took 836 and 861 steps, of which 800 moved
+  ``p_t`` from 0.96 to 0.99. Measured on the 40 digits of ``benchmarks/figures.py``, 0.9
+  against 0.999, mean steps per query (runner-up / far targets): flow 65 / 166 against
+  165 / 454, VAE 108 / 124 against 248 / 414, GAN 66 / 171 against 144 / 455. The oracle
+  agrees as often or more (flow 65 / 40 against 67.5 / 32.5 %, VAE 97.5 / 92.5 against
+  97.5 / 85 %, GAN 90 / 75 against 87.5 / 72.5 %); the cost is a slightly longer path
+  (mean L1 5-8 % larger) and, for the flow at far targets, 2.95 instead of 2.52 bits/dim
+  (runner-up: 2.23 against 2.20). Set
+  ``adam_beta2=0.999`` for the authors' optimiser.
 - Deviation (GAN): ``gan_init="encoder"`` (default) warm-starts the inversion from a trained
   encoder ``E(x)``; ``"random"`` is the paper's random start. ``gan_inversion_steps``
   defaults to 1000 (paper: 5000).
@@ -133,6 +146,9 @@ class DiffeomorphicCounterfactual(CounterfactualMethod):
                          log=True)
         confidence: float = confidence_knob("paper's code: 0.99")
         optimizer: str = knob("adam", doc="Optimiser on z (paper: Adam).", choices=("adam", "sgd"))
+        adam_beta2: float = knob(0.9, 0.5, 0.9999, "Adam's second-moment decay (paper's code: "
+                                 "torch's 0.999; 0.9 reaches the confidence in fewer steps, see "
+                                 "the module docstring).")
         loss: str = knob("ce", doc="Class term: cross-entropy to the target (paper) or the "
                          "margin hinge.", choices=("ce", "hinge"))
         clip_gradient: str = knob(
@@ -231,7 +247,7 @@ class DiffeomorphicCounterfactual(CounterfactualMethod):
         z0, x_rec = self.encode(x, cfg, generator)
         rec_mse = (x_rec - x).flatten(1).pow(2).mean(1)
         z = z0.clone().requires_grad_(True)
-        opt = (torch.optim.Adam([z], lr=cfg.lr) if cfg.optimizer == "adam"
+        opt = (torch.optim.Adam([z], lr=cfg.lr, betas=(0.9, cfg.adam_beta2)) if cfg.optimizer == "adam"
                else torch.optim.SGD([z], lr=cfg.lr))
         rec = Recorder(target, cfg.steps, cfg.confidence, cfg.record_every or None, callback)
         z_cf = z0.clone()
