@@ -183,7 +183,9 @@ def explain_dataset(
         address: the Ray cluster to join (``"auto"``, ``"ray://host:10001"``); ``None``
             joins the cluster this process is already connected to, or starts a local one.
         max_retries: Ray's retries of a task whose worker died (ignored locally).
-        **knobs: the method's knobs (e.g. ``steps=200``), the same for every batch.
+        **knobs: the method's knobs (e.g. ``steps=200``), the same for every batch. A
+            method's ``dataset_knobs`` apply unless given here (Diffeomorphic:
+            ``path_density=False``, since the path is not stored).
 
     Returns:
         the folder (read it with :func:`load_results`).
@@ -218,6 +220,7 @@ def explain_dataset(
         raise ValueError(f"{type(method).__name__} explains {method.modality}; explain_dataset runs "
                          f"image methods (explain sentences with method.explain(texts, target)).")
     rule = _check_target(target, y_all, total)
+    knobs = {**method.dataset_knobs, **knobs}  # the method's data-set defaults, unless set
     dev = method.device if device == "auto" else resolve_device(device)
     if total:  # the class count, to refuse a class >= K before the folder is made
         with torch.no_grad():

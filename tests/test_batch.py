@@ -282,3 +282,28 @@ def test_a_second_writer_is_refused_while_a_run_holds_the_folder(tmp_path):
         assert not (out / "manifest.json").exists()
     _run(out, n=4)  # released: the run goes ahead
     assert load_results(out).complete
+
+
+def test_a_methods_dataset_knobs_apply_unless_the_caller_sets_them(tmp_path):
+    """Diffeomorphic's path density (a flow pass per snapshot and row, never stored by a
+    data-set run) is off in explain_dataset by default, on when asked for, and the
+    folder's identity records what ran."""
+    from cfwidgets.methods.diffeomorphic import DiffeomorphicCounterfactual
+
+    method = DiffeomorphicCounterfactual.from_zoo("mnist", generator="vae", device="cpu")
+    assert method.density_model is not None  # a flow is there to score the path with
+    seen = []
+    original = method._path_meta
+
+    def spy(rec, x, x_out, cfg):
+        out = original(rec, x, x_out, cfg)
+        seen.append((cfg.path_density, "path_bpd" in out))
+        return out
+
+    method._path_meta = spy
+    args = {"target": "next", "batch_size": 4, "n": 4, "device": "cpu", "progress": False, "steps": 3}
+    explain_dataset(method, "mnist", out=tmp_path / "default", **args)
+    explain_dataset(method, "mnist", out=tmp_path / "asked", path_density=True, **args)
+    assert seen == [(False, False), (True, True)]
+    assert _manifest(tmp_path / "default")["identity"]["config"]["resolved"]["path_density"] is False
+    assert DiffeomorphicCounterfactual.Config().path_density is True  # explain() keeps it

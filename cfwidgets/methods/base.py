@@ -60,6 +60,9 @@ class CounterfactualMethod(ABC):
     modality: ClassVar[str] = "image"
     #: whether asking for the class the model already predicts is allowed
     allow_same_class: ClassVar[bool] = False
+    #: knob values :func:`cfwidgets.batch.explain_dataset` uses unless its caller sets them:
+    #: work for figures that a data-set run does not store (e.g. a density along the path)
+    dataset_knobs: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, classifier: nn.Module, /, *, device=None, **components: Any) -> None:
         if not callable(classifier):
