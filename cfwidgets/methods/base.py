@@ -616,16 +616,13 @@ def prepared(modules) -> Iterator[list[str]]:
         yield switched
     finally:
         with _PREPARED_LOCK:
-            for table, objs in ((_PREPARED_MODE, subs), (_PREPARED_GRAD, params)):
+            for table, objs, state in ((_PREPARED_MODE, subs, "training"), (_PREPARED_GRAD, params, "requires_grad")):
                 for obj in objs:
                     held = table[id(obj)]
                     held[0] -= 1
                     if held[0] == 0:
                         del table[id(obj)]
-                        if table is _PREPARED_MODE:
-                            obj.training = held[2]
-                        else:
-                            obj.requires_grad_(held[2])
+                        setattr(obj, state, held[2])
 
 
 class Recorder:

@@ -51,8 +51,7 @@ Details carried over from the code, and our deviations:
   agrees as often or more (flow 65 / 40 against 67.5 / 32.5 %, VAE 97.5 / 92.5 against
   97.5 / 85 %, GAN 90 / 75 against 87.5 / 72.5 %); the cost is a slightly longer path
   (mean L1 5-8 % larger) and, for the flow at far targets, 2.95 instead of 2.52 bits/dim
-  (runner-up: 2.23 against 2.20). Set
-  ``adam_beta2=0.999`` for the authors' optimiser.
+  (runner-up: 2.23 against 2.20). Set ``adam_beta2=0.999`` for the authors' optimiser.
 - Deviation (GAN): ``gan_init="encoder"`` (default) warm-starts the inversion from a trained
   encoder ``E(x)``; ``"random"`` is the paper's random start. ``gan_inversion_steps``
   defaults to 1000 (paper: 5000).
