@@ -92,6 +92,11 @@ def _demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     workers = args.workers or max(1, min(2, os.cpu_count() or 1))
+    image_names = [n for n in names if METHODS[n].modality == "image"]
+    text_names = [n for n in names if METHODS[n].modality != "image"]
+    # no more at once than there are jobs (the image methods, the text ones together): one
+    # method alone keeps torch's own threads
+    workers = max(1, min(workers, len(image_names) + bool(text_names)))
 
     print(f"cfwidgets demo: {len(names)} method(s) on {args.n} {args.dataset} test images, device {device}"
           + (f", {workers} at a time" if workers > 1 else ""))
@@ -109,8 +114,6 @@ def _demo(args: argparse.Namespace) -> int:
     # the same code path as the comparison dashboard (cfwidgets.analysis.compare), so the
     # report and the dashboard cannot disagree: same budget rule, same judges, same rows
     budget = args.steps or None
-    image_names = [n for n in names if METHODS[n].modality == "image"]
-    text_names = [n for n in names if METHODS[n].modality != "image"]
     rows, text_rows, sections, failures = [], [], {}, {}
     bar = tqdm(total=len(names), desc="methods", unit="method")
     tick = dict(on_start=lambda cell: bar.set_postfix_str(cell.name), on_done=lambda _cell: bar.update(1))

@@ -23,6 +23,7 @@ def test_demo_writes_a_self_contained_report(tmp_path, capsys):
     assert len(per_row["success"]) == 3
     printed = capsys.readouterr().out
     assert "report:" in printed and "validity" in printed
+    assert "at a time" not in printed and "at a time" not in page  # one method: nothing beside it
 
 
 def test_demo_explains_review_sentences(tmp_path, capsys):
