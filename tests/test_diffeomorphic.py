@@ -70,10 +70,13 @@ def pairs(clf):
 
 @pytest.fixture(scope="module")
 def results(clf, flow, vae, pairs):
-    """Flow, VAE and pixel counterfactuals of the same pairs with the default knobs."""
+    """Flow, VAE and pixel counterfactuals of the same pairs with the paper's loss (the class
+    term alone, ``prior_weight=0``: these tests check the paper's claims; the default's
+    pull towards likely latents is checked by target kind below), other knobs default."""
     x, t = pairs
-    out = {"flow": DiffeomorphicCounterfactual(clf, flow).explain(x, t),
-           "vae": DiffeomorphicCounterfactual(clf, vae, density_model=flow).explain(x, t)}
+    paper = {"prior_weight": 0.0}
+    out = {"flow": DiffeomorphicCounterfactual(clf, flow).explain(x, t, **paper),
+           "vae": DiffeomorphicCounterfactual(clf, vae, density_model=flow).explain(x, t, **paper)}
     cfg = DiffeomorphicCounterfactual.Config()
     out["pixels"] = Wachter(clf).explain(x, t, steps=cfg.steps, lr=cfg.lr, confidence=cfg.confidence,
                                          proximity_weight=0.0)
@@ -129,6 +132,31 @@ def test_flow_counterfactuals_reach_the_target(results):
     assert res.meta["config"]["steps"] == DiffeomorphicCounterfactual.Config().steps
 
 
+@pytest.mark.slow
+def test_flow_counterfactuals_convince_the_independent_oracle_by_target_kind(clf, flow):
+    """Issue 11's bars for the flow, with the default knobs, on 40 held-out digits: the
+    independent oracle (``mnist/oracle``, no method steers with it) reads the flow's
+    counterfactual as the target for >= 70 % of runner-up targets and >= 50 % of far
+    ones ((label + 3) mod 10). Measured: 97.5 / 72.5 % (the paper's pure class ascent,
+    ``prior_weight=0``: 65 / 40 %); and no more than 2 of the 80 rows flagged unstable."""
+    oracle = _load("mnist/oracle")
+    te = load_mnist("test").subset(40, seed=0)
+    x, y = te.x, torch.as_tensor(te.y)
+    with torch.no_grad():
+        p = clf(x)
+    runner_up = p.topk(2, 1).indices[:, 1]
+    far = (y + 3) % 10
+    far = torch.where(far == p.argmax(1), (far + 1) % 10, far)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = DiffeomorphicCounterfactual(clf, flow).explain(
+            torch.cat([x, x]), torch.cat([runner_up, far]), path_density=False)
+    agree = evaluate(res[:40], oracle=oracle)["oracle"], evaluate(res[40:], oracle=oracle)["oracle"]
+    assert res.success.float().mean() >= 0.95, res.success
+    assert agree[0] >= 0.7 and agree[1] >= 0.5, agree
+    assert int(res.meta["unstable"].sum()) <= 2, res.meta["unstable"]
+
+
 def test_paper_claim_oracle_agrees_more_for_latent_counterfactuals(results):
     oracle = _load("mnist/oracle")
     agree = {k: evaluate(r, oracle=oracle)["oracle"] for k, r in results.items()}
@@ -172,7 +200,8 @@ def test_result_meta_and_path(results):
     # the flow's round-trip guard: every row checked, flagged exactly where it fails
     assert res.meta["roundtrip_error"].shape == (b,)
     assert torch.equal(res.meta["unstable"], ~(res.meta["roundtrip_error"] <= 1e-3))
-    assert float(res.meta["unstable"].float().mean()) <= 0.1
+    # the paper's loss: 1 to 4 of 40 rows measured (the default's pull: none, checked above)
+    assert int(res.meta["unstable"].sum()) <= 4
     assert torch.allclose(res.meta["x_rec"], res.x, atol=1e-4)  # the flow's exact inverse
     # the path ends at the counterfactual
     assert torch.allclose(res.trajectory[-1], res.x_cf)
@@ -216,8 +245,9 @@ def test_straight_through_clip_matches_the_authors_code(clf, vae, pairs):
 
     x, t = pairs
     m = DiffeomorphicCounterfactual(clf, Saturated(), kind="vae")
-    st = m.explain(x[:3], t[:3], steps=5, clip_gradient="straight_through")
-    cl = m.explain(x[:3], t[:3], steps=5, clip_gradient="clamp")
+    # prior_weight=0: the prior's pull would move z whatever the class term's gradient
+    st = m.explain(x[:3], t[:3], steps=5, clip_gradient="straight_through", prior_weight=0.0)
+    cl = m.explain(x[:3], t[:3], steps=5, clip_gradient="clamp", prior_weight=0.0)
     assert float(cl.meta["latent_distance"].max()) == 0.0
     assert float(st.meta["latent_distance"].min()) > 0.0
     assert float(st.x_cf.min()) >= 0 and float(st.x_cf.max()) <= 1
