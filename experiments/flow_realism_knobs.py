@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     from cfwidgets import zoo
     from cfwidgets.data import load_mnist
     from cfwidgets.methods.diffeomorphic import DiffeomorphicCounterfactual
-    from cfwidgets.metrics import oracle_agreement
+    from cfwidgets.metrics import evaluate, oracle_agreement
 
     load = lambda name: zoo.load(name, device="cpu", progress=False)  # noqa: E731
     clf, oracle, flow = load("mnist/cnn"), load("mnist/oracle"), load("mnist/flow")
@@ -62,15 +62,13 @@ def main(argv=None) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 r = m.explain(x, t, path_density=False, **{a.knob: w}, **extra)
+            ev = evaluate(r, oracle=oracle)  # validity, oracle, l1, steps: the shared metrics
             row = {"arm": a.arm, "kind": kind, a.knob: w, **extra,
-                   "validity": float(r.success.float().mean()),
-                   "oracle": float(oracle_agreement(r, oracle).float().mean()),
+                   **{k: ev[k] for k in ("validity", "oracle", "l1", "steps")},
                    "external": float(oracle_agreement(r, external).float().mean()),
                    "bpd_cf": float(r.meta["bpd_cf"].median()),
                    "bpd_query": float(r.meta["bpd"].median()),
-                   "l1": float((r.x_cf - r.x).abs().flatten(1).mean(1).mean()),
                    "unstable": int(r.meta["unstable"].sum()) if "unstable" in r.meta else None,
-                   "steps": float(torch.as_tensor(r.steps).float().mean()) if hasattr(r, "steps") else None,
                    "seconds": round(time.perf_counter() - t0, 1)}
             rows.append(row)
             print(json.dumps(row), flush=True)
