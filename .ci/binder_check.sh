@@ -57,8 +57,9 @@ bash binder/postBuild
 python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__; assert not torch.version.cuda, 'a CUDA build of torch was installed'; print('torch', torch.__version__)"
 stamp "environment ready ($(du -sh "$VENV" | cut -f1))"
 
-# the test tools are not part of the Binder image
-python -m pip install -q "pytest==9.2.0" "nbval==0.11.0" "pytest-timeout==2.4.0"
+# the test tools are not part of the Binder image (pytest-xdist: pyproject.toml's addopts run
+# the notebooks in parallel)
+python -m pip install -q "pytest==9.2.0" "nbval==0.11.0" "pytest-timeout==2.4.0" "pytest-xdist==3.8.0"
 
 # an empty zoo cache: any checkpoint that appears in it was trained by a notebook
 CACHE=$(mktemp -d)
