@@ -57,7 +57,8 @@ def main(argv=None) -> None:
     m = DiffeomorphicCounterfactual(clf, load(f"mnist/{a.arm}"), density_model=flow)
     for kind in a.kinds.split(","):
         t = _targets(clf, x, y, kind)
-        for w in [float(s) for s in a.weights.split(",")]:
+        kind_of = type(getattr(DiffeomorphicCounterfactual.Config(), a.knob))  # int knobs stay ints
+        for w in [kind_of(float(s)) for s in a.weights.split(",")]:
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

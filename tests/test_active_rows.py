@@ -170,3 +170,42 @@ def test_gan_inversion_drops_converged_rows():
     for i in range(5):
         zi, mi = invert_generator(decode, x[i:i + 1], z0[i:i + 1], steps=400, lr=0.05, tol=1e-4)
         assert torch.allclose(zi[0], z[i], atol=1e-5), i
+
+
+def _plateau_run(patience, steps=120):
+    """A loop of 3 rows through the Recorder with hand-made losses and probabilities: row 0
+    reaches the confidence at step 10; row 1 is on the target class but its loss stops
+    falling at step 20 (a plateau below the confidence); row 2 never reaches the target
+    class and is flat from the start."""
+    target = torch.tensor([1, 1, 1])
+    rec = Recorder(target, steps, 0.99, None, None, patience=patience)
+    for step in range(steps):
+        x = torch.full((3, 1, 2, 2), float(step))
+        p1 = torch.tensor([0.995 if step >= 10 else 0.6, 0.9, 0.2])
+        probs = torch.stack([1 - p1, p1], 1)
+        loss = torch.tensor([1.0 / (step + 1), max(1.0 - step / 20, 0.05), 2.0])
+        # noise far below the 1 % tolerance must not keep a settled row going
+        loss[1] += 1e-5 * ((-1) ** step)
+        if rec.observe(step, x, probs, {"loss": loss}):
+            break
+    return rec, rec.finish(x, probs)
+
+
+def test_plateau_stop_halts_a_valid_row_whose_loss_stopped_falling():
+    rec, (x_cf, _) = _plateau_run(patience=25)
+    assert rec.settled.tolist() == [False, True, False]
+    assert rec.done.tolist() == [True, False, False]
+    # row 1's loss last fell by 1 % at step 19 (0.05 from then on): it settles at 19 + 25
+    assert rec.steps_used.tolist() == [10, 44, 120]
+    # it keeps the iterate of the step it settled at (x = step here); row 2, never on the
+    # target class, ran the whole budget
+    assert x_cf[:, 0, 0, 0].tolist() == [10.0, 44.0, 119.0]
+    rec0, (x0, _) = _plateau_run(patience=0)
+    assert not bool(rec0.settled.any()) and rec0.steps_used.tolist() == [10, 120, 120]
+
+
+def test_plateau_stop_refuses_bad_settings():
+    with pytest.raises(ValueError, match="patience"):
+        Recorder(torch.tensor([0]), 10, 0.9, patience=-1)
+    with pytest.raises(ValueError, match="patience_tol"):
+        Recorder(torch.tensor([0]), 10, 0.9, patience=5, patience_tol=1.5)

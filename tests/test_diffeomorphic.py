@@ -71,10 +71,11 @@ def pairs(clf):
 @pytest.fixture(scope="module")
 def results(clf, flow, vae, pairs):
     """Flow, VAE and pixel counterfactuals of the same pairs with the paper's loss (the class
-    term alone, ``prior_weight=0``: these tests check the paper's claims; the default's
-    pull towards likely latents is checked by target kind below), other knobs default."""
+    term alone, ``prior_weight=0``, run to 0.99 or the budget, ``patience=0``: these tests
+    check the paper's claims; the default's pull towards likely latents is checked by target
+    kind below), other knobs default."""
     x, t = pairs
-    paper = {"prior_weight": 0.0}
+    paper = {"prior_weight": 0.0, "patience": 0}
     out = {"flow": DiffeomorphicCounterfactual(clf, flow).explain(x, t, **paper),
            "vae": DiffeomorphicCounterfactual(clf, vae, density_model=flow).explain(x, t, **paper)}
     cfg = DiffeomorphicCounterfactual.Config()
@@ -324,3 +325,28 @@ def test_widget_runs_each_generator_and_the_pixel_baseline(clf, flow, vae, gan):
 
 # The reduced-budget retrains of mnist/flow, fashion/flow, mnist/vae and mnist/gan run in
 # tests/test_zoo.py (every recipe against its reduced_check), not twice.
+
+
+def test_a_flow_row_on_a_plateau_settles_early_with_the_same_answer(clf, flow):
+    """The plateau stop (default ``patience=100``): a demo digit whose target probability
+    the prior's pull holds at about 0.987, below the 0.99 stop, for the rest of a 1000-step
+    budget. With the stop it ends hundreds of steps earlier, flagged ``settled``, with an
+    answer the classifier and the oracle read as the run to the budget does."""
+    te = load_mnist("test")
+    x = te.x[torch.linspace(0, len(te) - 1, 6).long()[3:4]]  # the demo's fourth digit
+    with torch.no_grad():
+        t = clf(x).topk(2, dim=1).indices[:, 1]
+    m = DiffeomorphicCounterfactual(clf, flow)
+    full = m.explain(x, t, patience=0, path_density=False)
+    early = m.explain(x, t, path_density=False)
+    assert int(full.steps[0]) == 1000 and float(full.probs_cf[0, t[0]]) < 0.99, \
+        "setup: this row never reaches 0.99"
+    assert bool(early.meta["settled"][0]) and "settled" not in full.meta
+    assert int(early.steps[0]) <= 500, int(early.steps[0])
+    assert bool(early.success[0]) and bool(full.success[0])
+    p_full, p_early = float(full.probs_cf[0, t[0]]), float(early.probs_cf[0, t[0]])
+    assert abs(p_full - p_early) < 0.02, (p_full, p_early)
+    oracle = _load("mnist/oracle")
+    with torch.no_grad():
+        assert int(oracle(early.x_cf).argmax(1)[0]) == int(oracle(full.x_cf).argmax(1)[0])
+    assert float((early.x_cf - full.x_cf).abs().mean()) < 0.03

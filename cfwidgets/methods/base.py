@@ -635,6 +635,13 @@ class Recorder:
     iterate and stops counting steps) and flagged in ``nonfinite`` (the result's
     ``meta["nonfinite"]``, with a warning), instead of carrying NaN to the end.
 
+    With ``patience`` > 0 a row also halts once it *settles*: the classifier assigns it to
+    the target and its ``"loss"`` term has not fallen below ``(1 - patience_tol)`` times its
+    best value for ``patience`` steps (a loss plateau below ``confidence``: e.g. a class
+    term balanced by a prior or sparsity term). It keeps the iterate it settled at, counts
+    the steps to there, and is flagged in ``settled`` (the result's ``meta["settled"]``).
+    Rows that do not reach the target class never settle: they may still escape.
+
     It never forces a device sync except to count the halted rows (every ``sync_every``
     steps: all halted ends the loop, and :class:`~cfwidgets._active.ActiveRows`
     drops them from the computation) and when the callback itself asks for numbers.
@@ -660,6 +667,8 @@ class Recorder:
         *,
         sync_every: int | None = None,
         extra_frames: dict | None = None,
+        patience: int = 0,
+        patience_tol: float = 0.01,
     ) -> None:
         self.target = target
         self.total = steps
@@ -672,6 +681,15 @@ class Recorder:
         self.nonfinite = torch.zeros_like(target, dtype=torch.bool)
         self.steps_used = torch.full_like(target, steps)
         self.last_finite = torch.zeros_like(target)  # step of each row's last finite iterate
+        if int(patience) < 0 or not 0.0 <= float(patience_tol) < 1.0:
+            raise ValueError(f"patience must be >= 0 and patience_tol in [0, 1), got {patience!r}, "
+                             f"{patience_tol!r}.")
+        self.patience = int(patience)
+        self.patience_tol = float(patience_tol)
+        #: rows halted on a loss plateau (valid, below ``confidence``)
+        self.settled = torch.zeros_like(target, dtype=torch.bool)
+        self._best: Tensor | None = None  # each row's best "loss" so far (patience)
+        self._best_step = torch.zeros_like(target)
         self.x_final: Tensor | None = None
         self.probs_final: Tensor | None = None
         self.trajectory: list = []
@@ -685,7 +703,7 @@ class Recorder:
     @property
     def halted(self) -> Tensor:
         """``(B,)`` bool: rows that no longer change (reached confidence or non-finite)."""
-        return self.done | self.nonfinite
+        return self.done | self.nonfinite | self.settled
 
     def _freeze(self, x: Tensor, probs: Tensor, step: int, losses: dict[str, Tensor] | None = None) -> None:
         """Update the masks and the frozen copies (in place: no allocation per step beyond
@@ -717,6 +735,26 @@ class Recorder:
         self.steps_used.masked_fill_(newly, step)
         self.done |= newly
         self.nonfinite |= live & ~ok & ~newly
+        if self.patience and losses and "loss" in losses:
+            self._settle(step, losses["loss"].detach(), probs, live & ok & ~newly)
+
+    def _settle(self, step: int, loss: Tensor, probs: Tensor, live: Tensor) -> None:
+        """The plateau stop: halt ``live`` rows of the target class whose loss has not
+        improved by ``patience_tol`` (relative to its best) for ``patience`` steps."""
+        if loss.ndim == 0 or loss.shape[0] != live.shape[0]:
+            return  # a term shared by the batch says nothing about one row
+        loss = loss.reshape(loss.shape[0], -1).float().sum(1)
+        if self._best is None:
+            self._best = loss.clone()
+            self._best_step.fill_(step)
+            return
+        better = live & (loss < self._best - self.patience_tol * self._best.abs())
+        torch.where(better, loss, self._best, out=self._best)
+        self._best_step.masked_fill_(better, step)
+        on_target = probs.argmax(1) == self.target
+        now = live & on_target & (step - self._best_step >= self.patience)
+        self.steps_used.masked_fill_(now, step)
+        self.settled |= now
 
     def _view(self, x: Tensor) -> Tensor:
         """The current iterate with halted rows frozen (what a viewer should see)."""
@@ -774,7 +812,7 @@ class Recorder:
         # rows that never reached confidence used every update that was applied (or, when
         # they turned non-finite, the updates up to their last finite iterate)
         used = torch.where(self.nonfinite, self.last_finite, torch.full_like(self.steps_used, step))
-        self.steps_used = torch.where(self.done, self.steps_used, used)
+        self.steps_used = torch.where(self.done | self.settled, self.steps_used, used)
         return x_cf, p_cf
 
     def output(self, x_cf: Tensor, probs_cf: Tensor, **meta) -> RunOutput:
@@ -786,6 +824,6 @@ class Recorder:
             losses=self.losses,
             steps=self.steps_used,
             stopped=self.stopped,
-            meta=meta,
+            meta={**meta, **({"settled": self.settled} if self.patience else {})},
             nonfinite=self.nonfinite,
         )

@@ -17,8 +17,8 @@ from typing import Any
 from ..config import knob
 from ..models.conditional import LOCK_WEIGHT
 
-__all__ = ["attribute_weights_knob", "class_loss_knob", "confidence_knob", "kappa_knob", "record_every_knob",
-           "restart_noise_knob", "restarts_knob"]
+__all__ = ["attribute_weights_knob", "class_loss_knob", "confidence_knob", "kappa_knob", "patience_knob",
+           "record_every_knob", "restart_noise_knob", "restarts_knob"]
 
 
 def class_loss_knob() -> Any:
@@ -30,6 +30,13 @@ def confidence_knob(note: str = "") -> Any:
     """``confidence``: the per-row stopping rule of the image methods' shared loop."""
     return knob(0.99, 0.5, 0.9999, "Stop a query once the target probability reaches this value"
                 + (f" ({note})." if note else "."))
+
+
+def patience_knob(default: int = 0) -> Any:
+    """``patience``: the shared loop's plateau stop (``Recorder(patience=...)``)."""
+    return knob(default, 0, 5000, "Stop a query that the classifier already assigns to the target "
+                "once its loss has not improved by 1 % in this many steps, below the confidence "
+                "(0 = never: run to the confidence or the budget).")
 
 
 def restarts_knob(winner: str) -> Any:
