@@ -3,6 +3,8 @@ target leave the batch, the remaining rows continue exactly as in the full batch
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -209,3 +211,17 @@ def test_plateau_stop_refuses_bad_settings():
         Recorder(torch.tensor([0]), 10, 0.9, patience=-1)
     with pytest.raises(ValueError, match="patience_tol"):
         Recorder(torch.tensor([0]), 10, 0.9, patience=5, patience_tol=1.5)
+
+
+def test_loss_curves_average_the_finite_rows_and_keep_shared_terms():
+    """The curves are reduced when read: per step, the mean of a per-row term over the rows
+    where it is finite (NaN when no row is), a term shared by the batch as given."""
+    rec = Recorder(torch.tensor([1, 1]), 3, 0.99)
+    probs = torch.tensor([[0.5, 0.5], [0.5, 0.5]])
+    rows = [torch.tensor([1.0, 3.0]), torch.tensor([2.0, float("nan")]),
+            torch.tensor([float("inf"), float("nan")])]
+    for step, v in enumerate(rows):
+        rec.observe(step, torch.zeros(2, 1, 1, 1), probs, {"loss": v, "lr": torch.tensor(0.1 * step)})
+    curve = [float(c) for c in rec.losses["loss"]]
+    assert curve[:2] == [2.0, 2.0] and math.isnan(curve[2])
+    assert [round(float(c), 6) for c in rec.losses["lr"]] == [0.0, 0.1, 0.2]

@@ -694,7 +694,7 @@ class Recorder:
         self.probs_final: Tensor | None = None
         self.trajectory: list = []
         self.trajectory_steps: list[int] = []
-        self.losses: dict[str, list[Tensor]] = {}
+        self._terms: dict[str, list[Tensor]] = {}  # name -> the observed terms, per step
         self.stopped = False
         self.ended_at: int | None = None
         #: halted rows at the last sync (a host int; ``None`` before the first)
@@ -704,6 +704,26 @@ class Recorder:
     def halted(self) -> Tensor:
         """``(B,)`` bool: rows that no longer change (reached confidence or non-finite)."""
         return self.done | self.nonfinite | self.settled
+
+    @property
+    def losses(self) -> dict[str, list[Tensor]]:
+        """name -> the loss curve, one 0-d tensor per observed step: a per-row term's mean
+        over the rows where it is finite (NaN where none is), a shared term as given."""
+        return {k: self._curve(v) for k, v in self._terms.items()}
+
+    def _curve(self, terms: list[Tensor]) -> list[Tensor]:
+        b = self.nonfinite.shape[0]
+        per_row = [bool(v.ndim) and v.shape[0] == b for v in terms]
+        if all(per_row) and len({v.shape for v in terms}) == 1:
+            v = torch.stack(terms).reshape(len(terms), b, -1).float().mean(2)  # (T, B)
+            return list(torch.where(torch.isfinite(v), v, float("nan")).nanmean(1).unbind(0))
+        out = []
+        for v, rows in zip(terms, per_row, strict=True):
+            if rows:
+                v = v.reshape(b, -1).float().mean(1)
+                v = torch.where(torch.isfinite(v), v, float("nan")).nanmean()
+            out.append(v.mean() if v.ndim else v)
+        return out
 
     def _freeze(self, x: Tensor, probs: Tensor, step: int, losses: dict[str, Tensor] | None = None) -> None:
         """Update the masks and the frozen copies (in place: no allocation per step beyond
@@ -718,12 +738,17 @@ class Recorder:
             self.probs_final = probs.clone()
         finite = torch.isfinite(x).reshape(x.shape[0], -1).all(1) & torch.isfinite(probs).all(1)
         ok = finite
+        flat = []  # (B,) per-row terms, checked in one stacked call
         for v in (losses or {}).values():
-            v = torch.isfinite(v.detach())
-            if v.ndim >= 1 and v.shape[0] == ok.shape[0]:  # per-row terms
-                ok = ok & v.reshape(v.shape[0], -1).all(1)
+            v = v.detach()
+            if v.ndim == 1 and v.shape[0] == ok.shape[0]:
+                flat.append(v.float())
+            elif v.ndim >= 1 and v.shape[0] == ok.shape[0]:  # per-row terms
+                ok = ok & torch.isfinite(v).reshape(v.shape[0], -1).all(1)
             else:  # a term shared by the batch
-                ok = ok & v.all()
+                ok = ok & torch.isfinite(v).all()
+        if flat:
+            ok = ok & torch.isfinite(torch.stack(flat, 1)).all(1)
         live = ~self.halted
         upd = live & finite  # keep this iterate: finite and the row is still moving
         p_t = probs.gather(1, self.target[:, None])[:, 0]
@@ -765,15 +790,11 @@ class Recorder:
                 extra: dict | None = None) -> bool:
         """Record the iterate after ``step`` updates; return True to end the loop."""
         self._freeze(x, probs, step, losses)
+        # the loss curves are reduced once, when read (``losses``): per step only the
+        # detached terms are kept (the per-step reduction was a third of the loop's
+        # bookkeeping on a small classifier, one query at a time)
         for k, v in losses.items():
-            v = v.detach()
-            if v.ndim and v.shape[0] == self.nonfinite.shape[0]:
-                # the curve is the mean over the rows whose term is finite (NaN if none is)
-                # (nanmean of the finite values: three small ops per term and step, the
-                # loop's bookkeeping being most of its overhead on a small classifier)
-                v = v.reshape(v.shape[0], -1).float().mean(1)
-                v = torch.where(torch.isfinite(v), v, float("nan")).nanmean()
-            self.losses.setdefault(k, []).append(v.mean() if v.ndim else v)
+            self._terms.setdefault(k, []).append(v.detach())
         if step % self.record_every == 0:
             self.trajectory.append(self._view(x))
             self.trajectory_steps.append(step)
