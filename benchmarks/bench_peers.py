@@ -2,7 +2,7 @@
 
     bash benchmarks/peers/setup.sh                # once: the peers' own virtual environments
     python benchmarks/bench_peers.py [--n 100] [--peers omnixai,alibi-cf,alibi-proto]
-                                     [--methods wachter,vae,gan,gci,aip] [--threads 1]
+                                     [--methods wachter,wachter-single,flow,vae,gan,gci,aip] [--threads 1]
                                      [--out benchmarks/results/peers.json]
 
 The digits are a class-balanced seeded subset of the MNIST test split; each gets the target
@@ -45,7 +45,7 @@ PEERS = {  # arm -> (venv, script, methods argument)
     "alibi-cf": ("alibi", "run_alibi.py", "cf"),
     "alibi-proto": ("alibi", "run_alibi.py", "proto"),
 }
-METHODS = ("wachter", "wachter-single", "vae", "gan", "gci", "aip")
+METHODS = ("wachter", "wachter-single", "flow", "vae", "gan", "gci", "aip")
 
 
 def _targets(clf, x, y):

@@ -327,26 +327,30 @@ def test_widget_runs_each_generator_and_the_pixel_baseline(clf, flow, vae, gan):
 # tests/test_zoo.py (every recipe against its reduced_check), not twice.
 
 
-def test_a_flow_row_on_a_plateau_settles_early_with_the_same_answer(clf, flow):
-    """The plateau stop (default ``patience=100``): a demo digit whose target probability
-    the prior's pull holds at about 0.987, below the 0.99 stop, for the rest of a 1000-step
-    budget. With the stop it ends hundreds of steps earlier, flagged ``settled``, with an
-    answer the classifier and the oracle read as the run to the budget does."""
-    te = load_mnist("test")
-    x = te.x[torch.linspace(0, len(te) - 1, 6).long()[3:4]]  # the demo's fourth digit
-    with torch.no_grad():
-        t = clf(x).topk(2, dim=1).indices[:, 1]
+def test_flow_rows_on_a_loss_plateau_settle_early_with_the_same_answer(clf, flow, pairs):
+    """The plateau stop (default ``patience=100``). Asked for p = 0.9999, rows that the
+    prior's pull holds below it would run the whole budget; with the stop they end once their
+    loss has stopped falling, flagged ``settled``, with answers the CNN and the oracle read
+    as the run to the budget does."""
+    x, t = pairs[0][:6], pairs[1][:6]
     m = DiffeomorphicCounterfactual(clf, flow)
-    full = m.explain(x, t, patience=0, path_density=False)
-    early = m.explain(x, t, path_density=False)
-    assert int(full.steps[0]) == 1000 and float(full.probs_cf[0, t[0]]) < 0.99, \
-        "setup: this row never reaches 0.99"
-    assert bool(early.meta["settled"][0]) and "settled" not in full.meta
-    assert int(early.steps[0]) <= 500, int(early.steps[0])
-    assert bool(early.success[0]) and bool(full.success[0])
-    p_full, p_early = float(full.probs_cf[0, t[0]]), float(early.probs_cf[0, t[0]])
-    assert abs(p_full - p_early) < 0.02, (p_full, p_early)
+    knobs = dict(confidence=0.9999, steps=600, path_density=False)
+    full = m.explain(x, t, patience=0, **knobs)
+    early = m.explain(x, t, **knobs)
+    plateau = full.steps == 600
+    assert int(plateau.sum()) >= 3, f"setup: most rows should stay below 0.9999: {full.steps.tolist()}"
+    assert "settled" not in full.meta
+    settled = early.meta["settled"]
+    assert int(settled.sum()) >= 3, (settled.tolist(), early.steps.tolist())
+    assert bool((early.steps[settled] < 600).all())
+    assert float(early.steps.float().mean()) < 0.85 * float(full.steps.float().mean()), (
+        early.steps.tolist(), full.steps.tolist())
+    assert bool(early.success.all()) and bool(full.success.all())
+    p_full = full.probs_cf.gather(1, t[:, None])[:, 0]
+    p_early = early.probs_cf.gather(1, t[:, None])[:, 0]
+    assert float((p_full - p_early).abs().max()) < 0.05, (p_full.tolist(), p_early.tolist())
     oracle = _load("mnist/oracle")
     with torch.no_grad():
-        assert int(oracle(early.x_cf).argmax(1)[0]) == int(oracle(full.x_cf).argmax(1)[0])
+        same = oracle(early.x_cf).argmax(1) == oracle(full.x_cf).argmax(1)
+    assert int(same.sum()) >= 5, same.tolist()
     assert float((early.x_cf - full.x_cf).abs().mean()) < 0.03
