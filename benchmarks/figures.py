@@ -5,6 +5,7 @@ sample size named (figures only; nothing is asserted: the tests assert the bars)
                                  [--methods wachter,flow,vae,gan,gci,gci-locked,aip,aip-locked,
                                             ganmex,disc]
                                  [--out benchmarks/results/figures.json] [--no-text]
+                                 [--knob K=V ...]   (e.g. --knob patience=0)
 
 Images: ``n`` held-out MNIST digits (a class-balanced seeded subset of the test split),
 each with a target of every kind:
@@ -67,7 +68,7 @@ def _targets(clf, x, y, kind: str, seed: int = 0):
     raise ValueError(f"unknown target kind {kind!r}")
 
 
-def image_figures(n: int, kinds, arms, device: str = "cpu") -> list[dict]:
+def image_figures(n: int, kinds, arms, device: str = "cpu", overrides: dict | None = None) -> list[dict]:
     from cfwidgets import zoo
     from cfwidgets.data import load_mnist
     from cfwidgets.methods import AIP, DISC, GANMEX, GCI, Wachter
@@ -96,6 +97,15 @@ def image_figures(n: int, kinds, arms, device: str = "cpu") -> list[dict]:
     cfg = DiffeomorphicCounterfactual.Config()
     lock = {"attribute_weights": {"digit": 100.0}}
 
+    def knobs(cls) -> dict:  # the --knob overrides this method has, as the knob's type
+        fields = vars(cls.Config())
+
+        def cast(k, v):
+            kind = type(fields[k])
+            return v.lower() in ("1", "true", "yes") if kind is bool else kind(v)
+
+        return {k: cast(k, v) for k, v in (overrides or {}).items() if k in fields}
+
     def run(arm, t, kind):
         if arm == "wachter":  # the diffeomorphic paper's pixel arm: same budget, no proximity
             return Wachter(clf).explain(x, t, steps=cfg.steps, lr=cfg.lr, confidence=cfg.confidence,
@@ -106,9 +116,10 @@ def image_figures(n: int, kinds, arms, device: str = "cpu") -> list[dict]:
             duq = load("mnist/duq")
             return DISC(duq).explain(x, _targets(duq, x, y, kind))
         if arm in ("flow", "vae", "gan"):
-            return DiffeomorphicCounterfactual(clf, load(f"mnist/{arm}")).explain(x, t)
+            return DiffeomorphicCounterfactual(clf, load(f"mnist/{arm}")).explain(
+                x, t, **knobs(DiffeomorphicCounterfactual))
         cls = {"gci": GCI, "aip": AIP}[arm.split("-")[0]]
-        return cls(clf, cvae).explain(x, t, **(lock if arm.endswith("locked") else {}))
+        return cls(clf, cvae).explain(x, t, **(lock if arm.endswith("locked") else {}), **knobs(cls))
 
     rows = []
     for kind in kinds:
@@ -178,14 +189,18 @@ def main(argv=None) -> None:
     ap.add_argument("--no-text", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/figures.json")
+    ap.add_argument("--knob", action="append", default=[], metavar="K=V",
+                    help="a knob for every image arm whose method has it (repeatable), e.g. patience=0")
     a = ap.parse_args(argv)
+    overrides = dict(kv.split("=", 1) for kv in a.knob)
     if a.threads:
         torch.set_num_threads(a.threads)
     arms = [m for m in a.methods.split(",") if m]
     unknown = sorted(set(arms) - set(IMAGE_ARMS))
     if unknown:
         ap.error(f"unknown methods {unknown}; choose from {list(IMAGE_ARMS)}")
-    out = {"n_images": a.n, "image": image_figures(a.n, a.kinds.split(","), arms)}
+    out = {"n_images": a.n, "knobs": overrides,
+           "image": image_figures(a.n, a.kinds.split(","), arms, overrides=overrides)}
     if not a.no_text:
         out["n_sentences"] = a.text_n
         out["text"] = text_figures(a.text_n)

@@ -54,6 +54,7 @@ from .knobs import (
     class_loss_knob,
     confidence_knob,
     kappa_knob,
+    patience_knob,
     record_every_knob,
     restart_noise_knob,
     restarts_knob,
@@ -138,6 +139,7 @@ class AIP(AttributeMethod):
         restart_noise: float = restart_noise_knob("z0 (and free attributes)")
         loss: str = class_loss_knob()
         kappa: float = kappa_knob()
+        patience: int = patience_knob(0)
         record_every: int = record_every_knob()
 
     # ------------------------------------------------------------------ the loop
@@ -165,7 +167,7 @@ class AIP(AttributeMethod):
         # per query: the valid copy closest to x (mean |x' - x|), else the most confident
         restarts = Restarts(r, b, dev)
         rec = Recorder(tr, cfg.steps, cfg.confidence, cfg.record_every or None,
-                       restarts.callback(callback, target))
+                       restarts.callback(callback, target), patience=cfg.patience)
         frozen = FrozenAtDone(a=a, z=z)  # a copy's variables stop where it reached the target
 
         # copies that reached the target leave the computation (ActiveRows); full-batch
@@ -204,8 +206,8 @@ class AIP(AttributeMethod):
         frozen.mark(rec)
         x_out, p_out = rec.finish(x_last, probs_last)
         frozen.track(rec, a=a_last, z=z_last)
-        a_out = frozen.final(rec.done, "a", a_last)
-        z_out = frozen.final(rec.done, "z", z_last)
+        a_out = frozen.final(rec.finished, "a", a_last)
+        z_out = frozen.final(rec.finished, "z", z_last)
         dist = (x_out - xr).abs().flatten(1).mean(1)
         idx = restarts.best(rec.done, dist, p_out.gather(1, tr[:, None])[:, 0])
         out = restarts.select_output(rec.output(x_out[idx], p_out[idx]), idx)
@@ -218,5 +220,7 @@ class AIP(AttributeMethod):
             "z_path": frozen.path_of("z", idx),  # (B, T, Dz)
         })
         meta.update(self._shared_meta(spec, x_rec, probs_rec, probs, restarts.restart_of(idx), locked))
+        if cfg.patience:
+            meta["settled"] = rec.settled[idx]
         out.meta = meta
         return out

@@ -163,7 +163,8 @@ class Restarts:
 
 
 class FrozenAtDone:
-    """Optimised variables frozen at the step their row reached the target, and their
+    """Optimised variables frozen at the step their row reached the target (or settled on a
+    loss plateau, ``Recorder(patience=...)``), and their
     path sampled wherever the recorder takes a trajectory snapshot::
 
         frozen.mark(rec)                  # before a recorder step
@@ -181,19 +182,21 @@ class FrozenAtDone:
         return mask.view(-1, *([1] * (like.ndim - 1)))
 
     def mark(self, rec) -> None:
-        """Remember which rows were done and how many snapshots there were."""
-        self._before = (rec.done.clone(), len(rec.trajectory))
+        """Remember which rows were finished (reached the target or settled) and how many
+        snapshots there were."""
+        self._before = (rec.finished.clone(), len(rec.trajectory))
 
     def track(self, rec, **now: Tensor) -> None:
         """Freeze the rows that became done since :meth:`mark`; append ``now`` (frozen
         rows at their frozen value) to the path if the recorder took a snapshot."""
         before_done, n_traj = self._before
-        newly = rec.done & ~before_done
+        finished = rec.finished
+        newly = finished & ~before_done
         snapshot = len(rec.trajectory) > n_traj
         for k, v in now.items():
             self.frozen[k] = torch.where(self._rows(newly, v), v, self.frozen[k])
             if snapshot:
-                self.path[k].append(torch.where(self._rows(rec.done, v), self.frozen[k], v).clone())
+                self.path[k].append(torch.where(self._rows(finished, v), self.frozen[k], v).clone())
 
     def final(self, done: Tensor, name: str, last: Tensor) -> Tensor:
         """``name`` per row: frozen where ``done``, else its last value."""

@@ -706,6 +706,11 @@ class Recorder:
         return self.done | self.nonfinite | self.settled
 
     @property
+    def finished(self) -> Tensor:
+        """``(B,)`` bool: rows whose answer is final, reached ``confidence`` or settled."""
+        return self.done | self.settled
+
+    @property
     def losses(self) -> dict[str, list[Tensor]]:
         """name -> the loss curve, one 0-d tensor per observed step: a per-row term's mean
         over the rows where it is finite (NaN where none is), a shared term as given."""

@@ -305,7 +305,7 @@ class DiffeomorphicCounterfactual(CounterfactualMethod):
                 loss = loss + cfg.prior_weight * z.pow(2).sum(1) / (2 * n_pixels)
             z_full = rows.full_param("z")
             # rows still searching own the current z; finished rows keep the z they froze at
-            z_cf = torch.where((rec.done | rec.settled)[:, None], z_cf, z_full)
+            z_cf = torch.where(rec.finished[:, None], z_cf, z_full)
             extra = {"z": z_full}
             if log_p is not None:
                 extra["log_density"] = rows.full("log_p", log_p)
@@ -319,7 +319,7 @@ class DiffeomorphicCounterfactual(CounterfactualMethod):
             x_act = self.generative_model.decode(rows.params["z"]).clamp(0.0, 1.0)
             x_last = rows.full("x", x_act)
             probs_last = rows.full("probs", self.classifier(x_act).softmax(-1))
-        z_cf = torch.where((rec.done | rec.settled)[:, None], z_cf, rows.full_param("z"))
+        z_cf = torch.where(rec.finished[:, None], z_cf, rows.full_param("z"))
         x_out, p_out = rec.finish(x_last, probs_last)
         meta: dict[str, Any] = {
             "title": f"Diffeomorphic ({self.kind})",

@@ -71,6 +71,7 @@ from .knobs import (
     class_loss_knob,
     confidence_knob,
     kappa_knob,
+    patience_knob,
     record_every_knob,
     restart_noise_knob,
     restarts_knob,
@@ -121,6 +122,7 @@ class GCI(AttributeMethod):
         restart_noise: float = restart_noise_knob("a0 (standard deviations / probability)")
         loss: str = class_loss_knob()
         kappa: float = kappa_knob()
+        patience: int = patience_knob(0)
         record_every: int = record_every_knob()
 
     # ------------------------------------------------------------------ the loop
@@ -146,7 +148,7 @@ class GCI(AttributeMethod):
         # per query: the cheapest copy that reached the target, else the most confident
         restarts = Restarts(r, b, dev)
         rec = Recorder(tr, cfg.steps, cfg.confidence, cfg.record_every or None,
-                       restarts.callback(callback, target))
+                       restarts.callback(callback, target), patience=cfg.patience)
         frozen = FrozenAtDone(a=a)  # a copy's attributes stop where it reached the target
 
         # copies that reached the target leave the computation (ActiveRows); full-batch
@@ -182,7 +184,7 @@ class GCI(AttributeMethod):
         frozen.mark(rec)
         x_out, p_out = rec.finish(x_last, probs_last)
         frozen.track(rec, a=a_last)
-        a_out = frozen.final(rec.done, "a", a_last)
+        a_out = frozen.final(rec.finished, "a", a_last)
         cost_out = spec.cost(a_out, a0r, w_cost)
         p_t = p_out.gather(1, tr[:, None])[:, 0]
         idx = restarts.best(rec.done, cost_out, p_t)
@@ -194,5 +196,7 @@ class GCI(AttributeMethod):
             "a_path": frozen.path_of("a", idx),  # (B, T, dim)
         })
         meta.update(self._shared_meta(spec, x_rec, probs_rec, probs, restarts.restart_of(idx), locked))
+        if cfg.patience:
+            meta["settled"] = rec.settled[idx]
         out.meta = meta
         return out
