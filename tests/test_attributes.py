@@ -211,3 +211,18 @@ def test_generator_control_quality_recorded():
         assert ctrl[name]["corr"] >= 0.8, (name, ctrl[name])
         assert ctrl[name]["class_kept"] >= 0.85, (name, ctrl[name])
     assert ctrl["digit"]["accuracy"] >= 0.7
+
+
+@pytest.mark.parametrize("method", ["gci", "aip"])
+def test_plateau_stop_halves_the_steps_and_keeps_the_answers(method):
+    """``patience=50`` (off by default): queries settled where the class and sparsity terms
+    balance end early, flagged, and the batch's validity and predictions stay as without."""
+    full, early = run(method), run(method, patience=50)
+    assert "settled" not in full.meta and int(full.steps.float().mean()) == 300, full.steps
+    settled = early.meta["settled"]
+    assert float(settled.float().mean()) >= 0.5, settled
+    assert bool((early.steps[settled] < 300).all())
+    assert float(early.steps.float().mean()) < 0.75 * 300, early.steps
+    assert float(early.success.float().mean()) >= float(full.success.float().mean()) - 0.05
+    assert float((early.pred_cf == full.pred_cf).float().mean()) >= 0.9
+    assert float((early.x_cf - full.x_cf).abs().mean()) < 0.02

@@ -33,6 +33,11 @@ suggests sigmoid / softmax parameterisations: projection moves probability mass
 linearly, see gci.py for why). ``restarts`` > 1 adds Gaussian noise (``restart_noise``) to
 ``z0`` (and the free attributes) of copies 2..R, the same noise for every query; per
 query the *valid* copy closest to ``x`` (pixel L1) wins [METHODS.md].
+
+**Plateau stop**: ``patience`` (default 0: off), as in gci.py. Patience 50 on the 40 digits
+of ``benchmarks/figures.py``, digit code free: mean steps 300 -> 147-162, time 1.6x lower,
+validity 97.5 / 90 / 92.5 -> 97.5 / 92.5 / 92.5 % (runner-up / far / random), oracle
+agreement unchanged (80 / 70 / 75 %); off by default for the reason gci.py gives.
 """
 
 from __future__ import annotations
