@@ -55,9 +55,9 @@ def main(argv=None) -> None:
         extra[k] = float(v)
     rows = []
     m = DiffeomorphicCounterfactual(clf, load(f"mnist/{a.arm}"), density_model=flow)
+    kind_of = type(getattr(DiffeomorphicCounterfactual.Config(), a.knob))  # int knobs stay ints
     for kind in a.kinds.split(","):
         t = _targets(clf, x, y, kind)
-        kind_of = type(getattr(DiffeomorphicCounterfactual.Config(), a.knob))  # int knobs stay ints
         for w in [kind_of(float(s)) for s in a.weights.split(",")]:
             t0 = time.perf_counter()
             with warnings.catch_warnings():

@@ -702,8 +702,8 @@ class Recorder:
 
     @property
     def halted(self) -> Tensor:
-        """``(B,)`` bool: rows that no longer change (reached confidence or non-finite)."""
-        return self.done | self.nonfinite | self.settled
+        """``(B,)`` bool: rows that no longer change (finished, or non-finite)."""
+        return self.finished | self.nonfinite
 
     @property
     def finished(self) -> Tensor:
@@ -838,7 +838,7 @@ class Recorder:
         # rows that never reached confidence used every update that was applied (or, when
         # they turned non-finite, the updates up to their last finite iterate)
         used = torch.where(self.nonfinite, self.last_finite, torch.full_like(self.steps_used, step))
-        self.steps_used = torch.where(self.done | self.settled, self.steps_used, used)
+        self.steps_used = torch.where(self.finished, self.steps_used, used)
         return x_cf, p_cf
 
     def output(self, x_cf: Tensor, probs_cf: Tensor, **meta) -> RunOutput:
