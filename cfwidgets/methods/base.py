@@ -689,6 +689,7 @@ class Recorder:
         #: rows halted on a loss plateau (valid, below ``confidence``)
         self.settled = torch.zeros_like(target, dtype=torch.bool)
         self._best: Tensor | None = None  # each row's best "loss" so far (patience)
+        self._plateau_on = True  # restart_plateau(active=False) holds the plateau stop
         self._best_step = torch.zeros_like(target)
         self.x_final: Tensor | None = None
         self.probs_final: Tensor | None = None
@@ -765,8 +766,15 @@ class Recorder:
         self.steps_used.masked_fill_(newly, step)
         self.done |= newly
         self.nonfinite |= live & ~ok & ~newly
-        if self.patience and losses and "loss" in losses:
+        if self.patience and self._plateau_on and losses and "loss" in losses:
             self._settle(step, losses["loss"].detach(), probs, live & ok & ~newly)
+
+    def restart_plateau(self, active: bool = True) -> None:
+        """Forget each row's best loss and switch the plateau stop on (``active``) or off
+        from the next step: for a staged loop whose ``"loss"`` changes meaning between
+        stages (a best value of one stage's loss says nothing about the next one's)."""
+        self._best = None
+        self._plateau_on = bool(active)
 
     def _settle(self, step: int, loss: Tensor, probs: Tensor, live: Tensor) -> None:
         """The plateau stop: halt ``live`` rows of the target class whose loss has not
