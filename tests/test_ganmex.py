@@ -63,6 +63,48 @@ def test_translator_sends_held_out_images_to_the_requested_class(dataset):
     assert meta["success"] >= 0.9 and meta["judge_agreement"] > 0.5
 
 
+def test_translator_training_resumes_where_it_was_interrupted(tmp_path, monkeypatch):
+    """Killed mid-run and started again, the translator's training continues from its saved
+    state (weights, critic, both Adams, the data order and the RNG) and ends where an
+    uninterrupted run ends, weight for weight."""
+    from cfwidgets.zoo.core import TrainContext, get_recipe
+    from cfwidgets.zoo.recipes import ganmex as recipe_mod
+
+    recipe = get_recipe("shapes/ganmex")
+    cfg = recipe.full_config(True, steps=6, n_eval=8, save_every_s=0)
+
+    def run(state_path, fail_at=None):
+        torch.manual_seed(recipe.seed)
+        model = recipe.make_model(cfg)
+        ctx = TrainContext(recipe.name, torch.device("cpu"), recipe.seed, False, True, state_path)
+        calls = {"n": 0}
+        real = recipe_mod._other_class
+
+        def counting(y, k, g):
+            calls["n"] += 1
+            if fail_at is not None and calls["n"] > fail_at:
+                raise KeyboardInterrupt("killed")
+            return real(y, k, g)
+
+        monkeypatch.setattr(recipe_mod, "_other_class", counting)
+        try:
+            metrics = recipe.train(model, cfg, ctx)
+        finally:
+            monkeypatch.setattr(recipe_mod, "_other_class", real)
+        return model, metrics, ctx
+
+    whole, m_whole, _ = run(None)
+    state = tmp_path / "tr.resume.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(state, fail_at=4)  # dies in step 5, after 4 saved steps
+    assert torch.load(state, weights_only=True)["step"] == 4
+    resumed, m_res, ctx = run(state)
+    assert any("resumed at step 4/6" in line for line in ctx.log), ctx.log
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), k
+    assert [h[0] for h in m_res["history"]] == [h[0] for h in m_whole["history"]]
+
+
 def test_untrained_translator_is_the_identity_and_fails():
     """The reference point of the success gate: a fresh (residual) translator returns x,
     which the classifier keeps in its class (success ~ 0)."""

@@ -42,6 +42,7 @@ rather than redrawing the shape in place).
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
@@ -154,13 +155,35 @@ def _train(model: Translator, cfg: dict, ctx: TrainContext, dataset: str) -> dic
     bs, steps = int(cfg["batch_size"]), int(cfg["steps"])
     w_gp, w_id, w_cls, w_rec = (float(cfg[key]) for key in ("gp_weight", "id_weight", "cls_weight",
                                                              "rec_weight"))
-    t0 = time.perf_counter()
     log_every = max(1, steps // 10)
-    history = []
+    history, start, elapsed = [], 0, 0.0
+    order, pos = torch.randperm(n, generator=g), 0
+    state = ctx.load_state()
+    if state is not None and (int(state.get("steps", -1)) != steps or int(state["step"]) >= steps):
+        state = None  # another budget: start over
+    if state is not None:  # resume an interrupted run of the same budget
+        fresh = [copy.deepcopy(m.state_dict()) for m in (model, critic)]
+        try:
+            model.load_state_dict(state["model"])
+            critic.load_state_dict(state["critic"])
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
+        except (KeyError, RuntimeError, ValueError) as e:  # another architecture: start over
+            ctx.say(f"ignoring incompatible training state ({str(e)[:80]})")
+            model.load_state_dict(fresh[0])
+            critic.load_state_dict(fresh[1])
+            state = None
+    if state is not None:
+        g.set_state(state["rng"])
+        start, elapsed, pos = int(state["step"]), float(state["elapsed"]), int(state["pos"])
+        order = state["order"]
+        history = [[int(h[0]), *h[1:]] for h in state["history"].tolist()]
+        ctx.say(f"resumed at step {start}/{steps} ({elapsed:.0f} s trained so far)")
+    t0 = time.perf_counter() - elapsed
+    last_save = time.perf_counter()
     model.train()
     critic.train()
-    order, pos = torch.randperm(n, generator=g), 0
-    for step in range(steps):
+    for step in range(start, steps):
         if pos + bs > n:
             order, pos = torch.randperm(n, generator=g), 0
         idx = order[pos:pos + bs]
@@ -191,6 +214,13 @@ def _train(model: Translator, cfg: dict, ctx: TrainContext, dataset: str) -> dic
                             round(float(cls.detach()), 4), round(acc, 3), round(time.perf_counter() - t0, 1)])
             ctx.say(f"step {step + 1}/{steps} W {-history[-1][1]:.3f} L1 {history[-1][2]:.4f} "
                     f"CE {history[-1][3]:.4f} batch success {acc:.2f} ({time.perf_counter() - t0:.0f} s)")
+        if time.perf_counter() - last_save > float(cfg.get("save_every_s", 120)) and step + 1 < steps:
+            ctx.save_state({"model": model.state_dict(), "critic": critic.state_dict(),
+                            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                            "rng": g.get_state(), "order": order, "pos": pos, "step": step + 1,
+                            "steps": steps, "elapsed": time.perf_counter() - t0,
+                            "history": torch.tensor(history, dtype=torch.float64).reshape(-1, 6)})
+            last_save = time.perf_counter()
     seconds = time.perf_counter() - t0
     model.eval()
     critic.eval()
