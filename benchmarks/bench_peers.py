@@ -2,7 +2,8 @@
 
     bash benchmarks/peers/setup.sh                # once: the peers' own virtual environments
     python benchmarks/bench_peers.py [--n 100] [--peers omnixai,alibi-cf,alibi-proto]
-                                     [--methods wachter,wachter-single,flow,vae,gan,gci,aip] [--threads 1]
+                                     [--methods wachter,wachter-single,flow,vae,gan,gci,aip,ganmex,disc]
+                                     [--threads 1]
                                      [--out benchmarks/results/peers.json]
 
 The digits are a class-balanced seeded subset of the MNIST test split; each gets the target
@@ -45,7 +46,7 @@ PEERS = {  # arm -> (venv, script, methods argument)
     "alibi-cf": ("alibi", "run_alibi.py", "cf"),
     "alibi-proto": ("alibi", "run_alibi.py", "proto"),
 }
-METHODS = ("wachter", "wachter-single", "flow", "vae", "gan", "gci", "aip")
+METHODS = ("wachter", "wachter-single", "flow", "vae", "gan", "gci", "aip", "ganmex", "disc")
 
 
 def _targets(clf, x, y):
@@ -106,7 +107,7 @@ def main(argv=None) -> None:
     warnings.filterwarnings("ignore")
     from cfwidgets import zoo
     from cfwidgets.data import load_mnist
-    from cfwidgets.methods import AIP, GCI, Wachter
+    from cfwidgets.methods import AIP, DISC, GANMEX, GCI, Wachter
     from cfwidgets.methods.diffeomorphic import DiffeomorphicCounterfactual
 
     def load(name):
@@ -149,6 +150,12 @@ def main(argv=None) -> None:
             x_cf = torch.cat([r.x_cf for r in parts])
         elif arm in ("vae", "gan", "flow"):
             res = DiffeomorphicCounterfactual(clf, load(f"mnist/{arm}")).explain(x, target)
+        elif arm == "ganmex":  # the translator trained against this same CNN
+            res = GANMEX(clf, load("mnist/ganmex")).explain(x, target)
+        elif arm == "disc":
+            # the same CNN as every arm; its manifold term from a separate DUQ model of the
+            # digits (mnist/duq's certainty; the README's DISC figures explain mnist/duq)
+            res = DISC(clf, uncertainty=load("mnist/duq")).explain(x, target)
         else:
             res = {"gci": GCI, "aip": AIP}[arm](clf, cvae).explain(x, target)
         secs = (time.perf_counter() - t0) / len(x)
