@@ -206,6 +206,32 @@ def test_plateau_stop_halts_a_valid_row_whose_loss_stopped_falling():
     assert not bool(rec0.settled.any()) and rec0.steps_used.tolist() == [10, 120, 120]
 
 
+def test_plateau_stop_waits_for_an_iterate_that_still_moves_with_patience_move():
+    """``patience_move``: a row whose loss is flat but whose iterate still drifts (e.g. a
+    categorical code relaxing back) is not on a plateau until the drift stops."""
+    target = torch.tensor([1, 1])
+
+    def run(move):
+        rec = Recorder(target, 150, 0.99, None, None, patience=25, patience_move=move)
+        probs = torch.tensor([[0.1, 0.9], [0.1, 0.9]])
+        for step in range(150):
+            # row 0 drifts by 0.01 a step until step 60, row 1 never moves; both losses are
+            # flat from step 20 on
+            x = torch.tensor([min(step, 60) * 0.01, 0.0]).view(2, 1, 1, 1).expand(2, 1, 2, 2)
+            loss = torch.full((2,), max(1.0 - step / 20, 0.05))
+            if rec.observe(step, x, probs, {"loss": loss}):
+                break
+        return rec
+
+    assert run(0.0).steps_used.tolist() == [44, 44]
+    # row 0 moved by more than 0.05 since its last progress every 5 or 6 steps (float
+    # rounding decides), the last time in steps 55-60: it settles 25 steps after that
+    s0, s1 = run(0.05).steps_used.tolist()
+    assert 80 <= s0 <= 85 and s1 == 44, (s0, s1)
+    with pytest.raises(ValueError, match="patience_move"):
+        Recorder(target, 10, 0.9, patience=5, patience_move=-1.0)
+
+
 def test_plateau_stop_refuses_bad_settings():
     with pytest.raises(ValueError, match="patience"):
         Recorder(torch.tensor([0]), 10, 0.9, patience=-1)

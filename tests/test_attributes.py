@@ -214,15 +214,16 @@ def test_generator_control_quality_recorded():
 
 
 @pytest.mark.parametrize("method", ["gci", "aip"])
-def test_plateau_stop_halves_the_steps_and_keeps_the_answers(method):
-    """``patience=50`` (off by default): queries settled where the class and sparsity terms
-    balance end early, flagged, and the batch's validity and predictions stay as without."""
-    full, early = run(method), run(method, patience=50)
+def test_plateau_stop_cuts_the_steps_and_keeps_the_answers(method):
+    """The default plateau stop (``patience=50``, ``patience_move=0.002``): queries settled
+    where the class and sparsity terms balance (and the image stopped moving) end early,
+    flagged, and the batch's validity and predictions stay as with ``patience=0``."""
+    full, early = run(method, patience=0), run(method)
     assert "settled" not in full.meta and int(full.steps.float().mean()) == 300, full.steps
     settled = early.meta["settled"]
-    assert float(settled.float().mean()) >= 0.5, settled
+    assert float(settled.float().mean()) >= 0.3, settled
     assert bool((early.steps[settled] < 300).all())
-    assert float(early.steps.float().mean()) < 0.75 * 300, early.steps
+    assert float(early.steps.float().mean()) < 0.9 * 300, early.steps
     assert float(early.success.float().mean()) >= float(full.success.float().mean()) - 0.05
     assert float((early.pred_cf == full.pred_cf).float().mean()) >= 0.9
     assert float((early.x_cf - full.x_cf).abs().mean()) < 0.02

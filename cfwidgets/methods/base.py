@@ -640,7 +640,11 @@ class Recorder:
     best value for ``patience`` steps (a loss plateau below ``confidence``: e.g. a class
     term balanced by a prior or sparsity term). It keeps the iterate it settled at, counts
     the steps to there, and is flagged in ``settled`` (the result's ``meta["settled"]``).
-    Rows that do not reach the target class never settle: they may still escape.
+    Rows that do not reach the target class never settle: they may still escape. With
+    ``patience_move`` > 0 an iterate that moved by more than that (mean absolute change per
+    element) since the row's last progress counts as progress too: a flat loss over an
+    image that still changes (a relaxed categorical code finding its way back) is not a
+    plateau. A staged loop calls :meth:`restart_plateau` where its loss changes meaning.
 
     It never forces a device sync except to count the halted rows (every ``sync_every``
     steps: all halted ends the loop, and :class:`~cfwidgets._active.ActiveRows`
@@ -669,6 +673,7 @@ class Recorder:
         extra_frames: dict | None = None,
         patience: int = 0,
         patience_tol: float = 0.01,
+        patience_move: float = 0.0,
     ) -> None:
         self.target = target
         self.total = steps
@@ -686,6 +691,10 @@ class Recorder:
                              f"{patience_tol!r}.")
         self.patience = int(patience)
         self.patience_tol = float(patience_tol)
+        if not float(patience_move) >= 0.0:
+            raise ValueError(f"patience_move must be >= 0, got {patience_move!r}.")
+        self.patience_move = float(patience_move)
+        self._x_ref: Tensor | None = None  # each row's iterate at its last progress (patience_move)
         #: rows halted on a loss plateau (valid, below ``confidence``)
         self.settled = torch.zeros_like(target, dtype=torch.bool)
         self._best: Tensor | None = None  # each row's best "loss" so far (patience)
@@ -767,7 +776,7 @@ class Recorder:
         self.done |= newly
         self.nonfinite |= live & ~ok & ~newly
         if self.patience and self._plateau_on and losses and "loss" in losses:
-            self._settle(step, losses["loss"].detach(), probs, live & ok & ~newly)
+            self._settle(step, losses["loss"].detach(), probs, live & ok & ~newly, x)
 
     def restart_plateau(self, active: bool = True) -> None:
         """Forget each row's best loss and switch the plateau stop on (``active``) or off
@@ -776,18 +785,27 @@ class Recorder:
         self._best = None
         self._plateau_on = bool(active)
 
-    def _settle(self, step: int, loss: Tensor, probs: Tensor, live: Tensor) -> None:
+    def _settle(self, step: int, loss: Tensor, probs: Tensor, live: Tensor, x: Tensor) -> None:
         """The plateau stop: halt ``live`` rows of the target class whose loss has not
-        improved by ``patience_tol`` (relative to its best) for ``patience`` steps."""
+        improved by ``patience_tol`` (relative to its best) for ``patience`` steps; with
+        ``patience_move``, a row whose iterate moved by more than that (mean absolute
+        change per element) since its last progress counts as progressing too."""
         if loss.ndim == 0 or loss.shape[0] != live.shape[0]:
             return  # a term shared by the batch says nothing about one row
         loss = loss.reshape(loss.shape[0], -1).float().sum(1)
         if self._best is None:
             self._best = loss.clone()
             self._best_step.fill_(step)
+            if self.patience_move:
+                self._x_ref = x.detach().clone()
             return
         better = live & (loss < self._best - self.patience_tol * self._best.abs())
         torch.where(better, loss, self._best, out=self._best)
+        if self.patience_move:
+            moved = (x.detach() - self._x_ref).abs().reshape(x.shape[0], -1).mean(1) > self.patience_move
+            better = better | (live & moved)
+            shape = (-1,) + (1,) * (x.ndim - 1)
+            torch.where(better.view(shape), x.detach(), self._x_ref, out=self._x_ref)
         self._best_step.masked_fill_(better, step)
         on_target = probs.argmax(1) == self.target
         now = live & on_target & (step - self._best_step >= self.patience)

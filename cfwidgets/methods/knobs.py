@@ -39,6 +39,13 @@ def patience_knob(default: int = 0) -> Any:
                 "(0 = never: run to the confidence or the budget).")
 
 
+def patience_move_knob(default: float = 0.0) -> Any:
+    """``patience_move``: with the plateau stop, an iterate still moving counts as progress."""
+    return knob(default, 0.0, 0.1, "With `patience`: a query whose image still moves by more than "
+                "this (mean absolute change per pixel since its last progress) is not on a plateau, "
+                "even when its loss is flat (0 = the loss alone decides).")
+
+
 def restarts_knob(winner: str) -> Any:
     """``restarts``: copies of each query optimised from noisy starts; ``winner`` says which
     copy is returned."""
