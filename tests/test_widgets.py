@@ -443,3 +443,23 @@ def test_a_row_halted_by_the_nonfinite_guard_is_shown_as_such():
     assert "did not reach" not in w.status.value
     assert w.progress.bar_style == "danger"
     assert torch.isfinite(res.x_cf).all()  # the last finite iterate, not NaN pixels
+
+
+def test_a_row_ended_by_the_plateau_stop_says_so_in_the_status():
+    """A row the plateau stop (``patience``) ended below the confidence is a valid answer:
+    the status says it reached the target, that it settled, and at which p."""
+    from cfwidgets import zoo
+    from cfwidgets.data import load_mnist
+    from cfwidgets.methods.diffeomorphic import DiffeomorphicCounterfactual
+
+    clf = zoo.load("mnist/cnn", device="cpu", progress=False)
+    vae = zoo.load("mnist/vae", device="cpu", progress=False)
+    m = DiffeomorphicCounterfactual(clf, vae)
+    w = CounterfactualWidget(m, load_mnist("test").x[:1], defaults={
+        "confidence": 0.9999, "patience": 20, "steps": 400, "path_density": False})
+    res = w.run(block=True)
+    assert bool(res.success[0]) and bool(res.meta["settled"][0]), res.steps
+    p = float(res.target_prob[0])
+    assert p < 0.9999
+    assert f"settled at p = {p:.3f}" in w.status.value and "below the 0.9999 stop" in w.status.value
+    assert "did not reach" not in w.status.value

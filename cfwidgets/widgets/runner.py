@@ -305,6 +305,12 @@ class Runner:
                 self.progress.value = self.progress.max if ok else self.progress.value
                 self.progress.bar_style = "success" if ok else "danger"
                 what = "reached the target" if ok else "did not reach the target"
+                if ok and _settled(res):
+                    # the plateau stop ended it below the confidence: say so, with p
+                    conf = res.meta.get("config", {}).get("confidence")
+                    below = f" {conf:g}" if isinstance(conf, (int, float)) else ""
+                    what = (f"reached the target (settled at p = {float(res.target_prob[0]):.3f}, "
+                            f"below the{below} stop: the loss stopped improving)")
                 self.set_status(f"done: {what} in {used} steps, "
                                 f"{self.timings['run_to_view_s']:.2f} s", "ok" if ok else "warn")
         except BaseException as e:  # noqa: BLE001 - shown in the widget, and kept in .error
@@ -313,6 +319,12 @@ class Runner:
             with self.lock:
                 self._running = False
             self._busy(False)
+
+
+def _settled(res: CounterfactualResult) -> bool:
+    """True where the shown row (row 0) was ended by the plateau stop (``patience``)."""
+    flags = res.meta.get("settled")
+    return flags is not None and len(flags) > 0 and bool(flags[0])
 
 
 def _nonfinite(res: CounterfactualResult) -> bool:
