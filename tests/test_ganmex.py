@@ -329,7 +329,11 @@ def test_shapes_region_is_where_the_shapes_differ_not_their_shared_ink():
     "dilation filled with the shared ink, 0.983 and 0.752. GANMEX's map does put less mass on "
     "the shared ink (0.33 vs 0.53 over every pair) but about 0.23 outside both shapes: the "
     "600-step shapes translator erases outlines and draws target strokes away from where the "
-    "target shape would be. strict: flags a translator that starts to pass."))
+    "target shape would be. Training longer does not help (experiments/"
+    "shapes_translator_region.py, 3000 steps): 0.356 at the shipped self-consistency weight "
+    "1000 (judge agreement 0.51), 0.398 at the authors' 100 (judge 0.77); both still draw "
+    "class-specific strokes that the CNN reads, not the target shape. strict: flags a "
+    "translator that starts to pass."))
 def test_shapes_mass_in_the_class_defining_region():
     """Ground truth on the synthetic shapes: the pixels where this shape and the target
     shape with the same factors differ (their shared ink left out). The paper's expectation: the GANMEX baseline puts
