@@ -788,8 +788,9 @@ class Recorder:
     def _settle(self, step: int, loss: Tensor, probs: Tensor, live: Tensor, x: Tensor) -> None:
         """The plateau stop: halt ``live`` rows of the target class whose loss has not
         improved by ``patience_tol`` (relative to its best) for ``patience`` steps; with
-        ``patience_move``, a row whose iterate moved by more than that (mean absolute
-        change per element) since its last progress counts as progressing too."""
+        ``patience_move``, a row whose iterate ``x`` (already detached) moved by more than
+        that (mean absolute change per element) since its last progress counts as
+        progressing too."""
         if loss.ndim == 0 or loss.shape[0] != live.shape[0]:
             return  # a term shared by the batch says nothing about one row
         loss = loss.reshape(loss.shape[0], -1).float().sum(1)
@@ -797,15 +798,15 @@ class Recorder:
             self._best = loss.clone()
             self._best_step.fill_(step)
             if self.patience_move:
-                self._x_ref = x.detach().clone()
+                self._x_ref = x.clone()
             return
         better = live & (loss < self._best - self.patience_tol * self._best.abs())
         torch.where(better, loss, self._best, out=self._best)
         if self.patience_move:
-            moved = (x.detach() - self._x_ref).abs().reshape(x.shape[0], -1).mean(1) > self.patience_move
+            moved = (x - self._x_ref).abs().reshape(x.shape[0], -1).mean(1) > self.patience_move
             better = better | (live & moved)
             shape = (-1,) + (1,) * (x.ndim - 1)
-            torch.where(better.view(shape), x.detach(), self._x_ref, out=self._x_ref)
+            torch.where(better.view(shape), x, self._x_ref, out=self._x_ref)
         self._best_step.masked_fill_(better, step)
         on_target = probs.argmax(1) == self.target
         now = live & on_target & (step - self._best_step >= self.patience)

@@ -210,13 +210,11 @@ class _DIPPrior(nn.Module):
     convolution (groups = L), so their weights and gradients never mix. Normalisation is
     per image (instance norm): a batch norm would couple the rows."""
 
-    SPECS = ("enc1", "down", "mid", "up", "out")
-
     def __init__(self, batch: int, shape: tuple[int, int, int], width: int, gen: torch.Generator,
                  noise_channels: int = 8) -> None:
         super().__init__()
         c, h, w = shape
-        self.b, self.width, self.c = batch, width, c
+        self.width, self.c = width, c
         noise = torch.rand(1, noise_channels, h, w, generator=gen) * 0.1  # the same for every row
         self.register_buffer("noise", noise)
         specs = {"enc1": (width, noise_channels), "down": (width, width), "mid": (width, width),
@@ -275,7 +273,7 @@ class _INRPrior(nn.Module):
                  gen: torch.Generator) -> None:
         super().__init__()
         c, h, w = shape
-        self.b, self.c, self.h, self.w = batch, c, h, w
+        self.c, self.h, self.w = c, h, w
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
         coords = torch.stack([xs, ys], -1).view(-1, 2)  # (HW, 2)
         freqs = torch.randn(2, n_freq, generator=gen) * scale

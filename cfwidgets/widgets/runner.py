@@ -294,7 +294,7 @@ class Runner:
                 self.set_status(f"<span class='cfw-stopped'>stopped at step {used}{after}: "
                                 f"partial result</span>", "warn")
                 self.progress.bar_style = "warning"
-            elif _nonfinite(res):
+            elif _row0_flag(res, "nonfinite"):
                 # the method's guard halted the row: say so instead of "did not reach"
                 self.progress.bar_style = "danger"
                 self.set_status(f"<span class='cfw-nonfinite'>halted at step {used}: the loss or "
@@ -305,7 +305,7 @@ class Runner:
                 self.progress.value = self.progress.max if ok else self.progress.value
                 self.progress.bar_style = "success" if ok else "danger"
                 what = "reached the target" if ok else "did not reach the target"
-                if ok and _settled(res):
+                if ok and _row0_flag(res, "settled"):
                     # the plateau stop ended it below the confidence: say so, with p
                     conf = res.meta.get("config", {}).get("confidence")
                     below = f" {conf:g}" if isinstance(conf, (int, float)) else ""
@@ -321,13 +321,10 @@ class Runner:
             self._busy(False)
 
 
-def _settled(res: CounterfactualResult) -> bool:
-    """True where the shown row (row 0) was ended by the plateau stop (``patience``)."""
-    flags = res.meta.get("settled")
+def _row0_flag(res: CounterfactualResult, key: str) -> bool:
+    """True where the shown row (row 0) has the per-row flag ``res.meta[key]`` set
+    (``"nonfinite"``: halted by the non-finite guard; ``"settled"``: ended by the plateau
+    stop)."""
+    flags = res.meta.get(key)
     return flags is not None and len(flags) > 0 and bool(flags[0])
 
-
-def _nonfinite(res: CounterfactualResult) -> bool:
-    """True where the shown row (row 0) was halted by the non-finite guard."""
-    flags = res.meta.get("nonfinite")
-    return flags is not None and len(flags) > 0 and bool(flags[0])
