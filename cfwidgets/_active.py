@@ -152,7 +152,8 @@ class ActiveRows:
     def full(self, name: str, t: Tensor) -> Tensor:
         """``t`` (active rows) as a full-batch tensor, detached; rows that left hold their
         last value under ``name`` (zeros if there was none)."""
-        t = t.detach()
+        if t.requires_grad:
+            t = t.detach()
         if self.idx is None:
             self._buf[name] = t
             return t

@@ -127,6 +127,46 @@ def test_recorder_halts_a_row_whose_loss_alone_turns_nonfinite():
     assert float(x_cf[0].max()) == 9.0 and out.steps.tolist() == [5, 1]
 
 
+@pytest.mark.parametrize("sync_every", [1, 8])  # the CPU's per-step flag path, and the GPU's
+def test_recorder_finiteness_per_row_matches_isfinite(sync_every):
+    """The guard's row reductions (aminmax, ``v - v``) flag exactly the rows
+    ``isfinite`` would: one bad element of either sign, both infinities in one row, NaN
+    in the probabilities or a loss term alone; never a finite row at float32's limits."""
+    big = torch.finfo(torch.float32).max
+    rows = [dict(), dict(x=(0, float("inf"))), dict(x=(3, float("-inf"))), dict(x=(1, float("nan"))),
+            dict(x=(0, float("inf")), x2=(2, float("-inf"))), dict(x=(0, big), x2=(1, -big)),
+            dict(p=float("nan")), dict(loss=float("nan")), dict(term=float("inf"))]
+    b = len(rows)
+    x = torch.rand(b, 1, 2, 2)
+    probs = torch.full((b, 2), 0.5)
+    loss, term = torch.ones(b), torch.ones(b, 3)
+    for i, r in enumerate(rows):
+        for key in ("x", "x2"):
+            if key in r:
+                x.view(b, -1)[i, r[key][0]] = r[key][1]
+        if "p" in r:
+            probs[i, 1] = r["p"]
+        if "loss" in r:
+            loss[i] = r["loss"]
+        if "term" in r:
+            term[i, 2] = r["term"]
+    rec = Recorder(torch.zeros(b, dtype=torch.long), steps=4, confidence=0.99, sync_every=sync_every)
+    rec.observe(0, torch.zeros(b, 1, 2, 2), torch.full((b, 2), 0.5), {"loss": torch.ones(b)})
+    rec.observe(1, x, probs, {"loss": loss, "class": loss.clone(), "term": term})
+    want = ~(torch.isfinite(x).flatten(1).all(1) & torch.isfinite(probs).all(1)
+             & torch.isfinite(loss) & torch.isfinite(term).all(1))
+    assert rec.nonfinite.tolist() == want.tolist() == [False, True, True, True, True, False, True, True, True]
+    # a row whose iterate and probabilities are finite keeps this step's iterate even when
+    # a loss term broke; one whose iterate broke keeps the step before
+    x_cf, _ = rec.finish(torch.zeros(b, 1, 2, 2), probs.nan_to_num(0.5))
+    assert rec.last_finite.tolist() == [4, 0, 0, 0, 0, 4, 0, 1, 1]
+    assert bool(torch.isfinite(x_cf).all())
+    # a shared (0-d) term that breaks halts every live row
+    rec2 = Recorder(torch.zeros(2, dtype=torch.long), steps=3, confidence=0.99, sync_every=sync_every)
+    rec2.observe(0, torch.zeros(2, 1), torch.full((2, 2), 0.5), {"loss": torch.ones(2), "kl": torch.tensor(float("nan"))})
+    assert rec2.nonfinite.tolist() == [True, True]
+
+
 def test_nonfinite_output_of_any_method_is_flagged():
     """The generic output check: a method without the Recorder returning NaN rows."""
 

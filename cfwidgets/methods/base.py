@@ -587,12 +587,16 @@ def prepared(modules) -> Iterator[list[str]]:
     is what the last one to finish restores.
     """
     modules = list(modules)
-    subs = list({id(sub): sub for m in modules for sub in m.modules()}.values())
-    params = list({id(p): p for m in modules for p in m.parameters()}.values())
+    # one walk over the submodules (this runs twice per explain call: one query at a time
+    # its bookkeeping was a visible share of a short run), parameters from each submodule's
+    # own table
+    subs_of = [list(m.modules()) for m in modules]
+    subs = list({id(sub): sub for ms in subs_of for sub in ms}.values())
+    params = list({id(p): p for sub in subs for p in sub.parameters(recurse=False)}.values())
     with _PREPARED_LOCK:
         # warn only where train mode changes the output: dropout and normalisation layers
-        switched = [type(m).__name__ for m in modules
-                    if any(sub.training and isinstance(sub, _MODE_DEPENDENT) for sub in m.modules())]
+        switched = [type(m).__name__ for m, ms in zip(modules, subs_of, strict=True)
+                    if any(sub.training and isinstance(sub, _MODE_DEPENDENT) for sub in ms)]
         for table, objs, state in ((_PREPARED_MODE, subs, "training"), (_PREPARED_GRAD, params, "requires_grad")):
             for obj in objs:
                 held = table.get(id(obj))
@@ -601,9 +605,11 @@ def prepared(modules) -> Iterator[list[str]]:
                 else:
                     held[0] += 1
         for sub in subs:
-            sub.training = False
+            if sub.training:  # (nn.Module.__setattr__ is slow: set only what changes)
+                sub.training = False
         for p in params:
-            p.requires_grad_(False)
+            if p.requires_grad:
+                p.requires_grad_(False)
     if switched:
         warnings.warn(
             f"{', '.join(switched)} was in train mode; cfwidgets switched it to eval() for "
@@ -622,7 +628,15 @@ def prepared(modules) -> Iterator[list[str]]:
                     held[0] -= 1
                     if held[0] == 0:
                         del table[id(obj)]
-                        setattr(obj, state, held[2])
+                        if getattr(obj, state) != held[2]:
+                            setattr(obj, state, held[2])
+
+
+def _detached(t: Tensor) -> Tensor:
+    """``t`` without its graph; ``t`` itself when it has none (ActiveRows' views already
+    come detached: a second ``detach`` is two ops per tensor per step, one row at a time a
+    visible share of the loop's bookkeeping)."""
+    return t.detach() if t.requires_grad else t
 
 
 class Recorder:
@@ -648,7 +662,9 @@ class Recorder:
 
     It never forces a device sync except to count the halted rows (every ``sync_every``
     steps: all halted ends the loop, and :class:`~cfwidgets._active.ActiveRows`
-    drops them from the computation) and when the callback itself asks for numbers.
+    drops them from the computation) and when the callback itself asks for numbers. On a
+    CPU (``sync_every=1``, where reading a value costs no sync) it reads one flag a step,
+    "did a live row halt?", and skips the mask updates and the count when none did.
 
     Usage in a method's loop::
 
@@ -702,6 +718,9 @@ class Recorder:
         self._best_step = torch.zeros_like(target)
         self.x_final: Tensor | None = None
         self.probs_final: Tensor | None = None
+        self._live = torch.ones_like(self.done)  # not halted (= ~halted, kept by _freeze)
+        self._target_col = target[:, None]
+        self._event = True  # a row may have halted since the last count (see observe)
         self.trajectory: list = []
         self.trajectory_steps: list[int] = []
         self._terms: dict[str, list[Tensor]] = {}  # name -> the observed terms, per step
@@ -746,37 +765,76 @@ class Recorder:
 
         ``x_final``/``probs_final`` hold, per row, the iterate where it reached confidence,
         else its latest finite iterate."""
-        x = x.detach()
-        probs = probs.detach()
+        with torch.no_grad():  # losses: already detached by observe
+            self._freeze_rows(_detached(x), _detached(probs), step, losses or {})
+
+    def _freeze_rows(self, x: Tensor, probs: Tensor, step: int, losses: dict[str, Tensor]) -> None:
+        b = x.shape[0]
         if self.x_final is None:
             self.x_final = x.clone()
             self.probs_final = probs.clone()
-        finite = torch.isfinite(x).reshape(x.shape[0], -1).all(1) & torch.isfinite(probs).all(1)
-        ok = finite
-        flat = []  # (B,) per-row terms, checked in one stacked call
-        for v in (losses or {}).values():
-            v = v.detach()
-            if v.ndim == 1 and v.shape[0] == ok.shape[0]:
-                flat.append(v.float())
-            elif v.ndim >= 1 and v.shape[0] == ok.shape[0]:  # per-row terms
-                ok = ok & torch.isfinite(v).reshape(v.shape[0], -1).all(1)
+            self._conf_t = torch.tensor(self.confidence, dtype=probs.dtype, device=probs.device)
+        # One query at a time this method's cost is its op count (each op a few
+        # microseconds), so it uses few ops and no Python scalars (an op with a Python
+        # number wraps and copies it first). Per-row finiteness comes from row reductions,
+        # not ``isfinite(x)``, which also made three temporaries of x's size every step (on a
+        # CPU a large temporary is freshly mapped memory): aminmax carries NaN and +-inf
+        # into a row's min / max, ``v - v`` is 0 for a finite ``v`` and NaN otherwise, and
+        # ``s == s`` is False for NaN. Columns: min, max, sum of probs, then per-row terms.
+        lo, hi = torch.aminmax(x.reshape(b, -1), dim=1)
+        cols = [lo, hi, probs.sum(1)]
+        ok = None
+        for v in losses.values():
+            if v.ndim == 1 and v.shape[0] == b:
+                cols.append(v)
+            elif v.ndim >= 1 and v.shape[0] == b:  # per-row terms of several elements
+                f = torch.isfinite(v).reshape(b, -1).all(1)
+                ok = f if ok is None else ok & f
             else:  # a term shared by the batch
-                ok = ok & torch.isfinite(v).all()
-        if flat:
-            ok = ok & torch.isfinite(torch.stack(flat, 1)).all(1)
-        live = ~self.halted
-        upd = live & finite  # keep this iterate: finite and the row is still moving
-        p_t = probs.gather(1, self.target[:, None])[:, 0]
-        newly = upd & (p_t >= self.confidence)
+                f = torch.isfinite(v).all()
+                ok = f if ok is None else ok & f
+        if len({c.dtype for c in cols}) > 1:
+            cols = [c.float() for c in cols]
+        z = torch.stack(cols, 1)
+        z = z - z  # (B, C): 0 where finite, NaN elsewhere
+        s_xp = z[:, :3].sum(1)
+        finite = s_xp == s_xp  # the iterate and its probabilities
+        if len(cols) > 3:
+            s_all = z.sum(1)
+            ok_all = s_all == s_all  # ... and the per-row loss terms
+        else:
+            ok_all = finite
+        if ok is not None:
+            ok_all = ok_all & ok
+        live = self._live
+        p_t = probs.gather(1, self._target_col).view(-1)
+        reached = p_t >= self._conf_t
         shape = (-1,) + (1,) * (x.ndim - 1)
-        torch.where(upd.view(shape), x, self.x_final, out=self.x_final)
-        torch.where(upd[:, None], probs, self.probs_final, out=self.probs_final)
-        self.last_finite.masked_fill_(upd, step)
-        self.steps_used.masked_fill_(newly, step)
-        self.done |= newly
-        self.nonfinite |= live & ~ok & ~newly
-        if self.patience and self._plateau_on and losses and "loss" in losses:
-            self._settle(step, losses["loss"].detach(), probs, live & ok & ~newly, x)
+        if self.sync_every == 1 and not bool((live & (reached | ~ok_all)).any()):
+            # the common step on a CPU (where reading a flag costs no sync): no live row
+            # reached the target or turned non-finite, so only the live rows' copies move
+            torch.where(live.view(shape), x, self.x_final, out=self.x_final)
+            torch.where(live[:, None], probs, self.probs_final, out=self.probs_final)
+            self.last_finite.masked_fill_(live, step)
+            stay = live
+            self._event = False
+        else:
+            upd = live & finite  # keep this iterate: finite and the row is still moving
+            newly = upd & reached
+            torch.where(upd.view(shape), x, self.x_final, out=self.x_final)
+            torch.where(upd[:, None], probs, self.probs_final, out=self.probs_final)
+            self.last_finite.masked_fill_(upd, step)
+            self.steps_used.masked_fill_(newly, step)
+            self.done |= newly
+            going = live & ~newly  # still moving unless non-finite now
+            stay = going & ok_all
+            self.nonfinite |= going ^ stay  # live, not newly done, some value non-finite
+            self._event = True
+        if self.patience and self._plateau_on and "loss" in losses:
+            self._settle(step, losses["loss"], probs, stay, x)
+            stay = stay & ~self.settled
+            self._event = True
+        self._live = stay
 
     def restart_plateau(self, active: bool = True) -> None:
         """Forget each row's best loss and switch the plateau stop on (``active``) or off
@@ -816,17 +874,18 @@ class Recorder:
     def _view(self, x: Tensor) -> Tensor:
         """The current iterate with halted rows frozen (what a viewer should see)."""
         shape = (-1,) + (1,) * (x.ndim - 1)
-        return torch.where(self.halted.view(shape), self.x_final, x.detach())
+        return torch.where(self._live.view(shape), x.detach(), self.x_final)
 
     def observe(self, step: int, x: Tensor, probs: Tensor, losses: dict[str, Tensor],
                 extra: dict | None = None) -> bool:
         """Record the iterate after ``step`` updates; return True to end the loop."""
+        losses = {k: _detached(v) for k, v in losses.items()}
         self._freeze(x, probs, step, losses)
         # the loss curves are reduced once, when read (``losses``): per step only the
         # detached terms are kept (the per-step reduction was a third of the loop's
         # bookkeeping on a small classifier, one query at a time)
         for k, v in losses.items():
-            self._terms.setdefault(k, []).append(v.detach())
+            self._terms.setdefault(k, []).append(v)
         if step % self.record_every == 0:
             self.trajectory.append(self._view(x))
             self.trajectory_steps.append(step)
@@ -834,7 +893,7 @@ class Recorder:
             state = StepState(
                 step=step, total=self.total, x_cf=self._view(x), probs=probs.detach(),
                 target=self.target, done=self.done.clone(),
-                losses={k: v.detach() for k, v in losses.items()}, extra=extra or {},
+                losses=dict(losses), extra=extra or {},
             )
             if self.callback(step, state):
                 self.stopped = True
@@ -842,8 +901,9 @@ class Recorder:
                 return True
         if (step + 1) % self.sync_every == 0:
             # the loop's one sync: how many rows halted (all -> end; ActiveRows reads the count)
-            self.n_halted = int(self.halted.sum())
-            if self.n_halted == self.halted.shape[0]:
+            if self._event or self.n_halted is None:  # else no row halted since the last count
+                self.n_halted = self._live.shape[0] - int(self._live.sum())
+            if self.n_halted == self._live.shape[0]:
                 self.ended_at = step
                 return True
         return False
