@@ -769,18 +769,64 @@ class Recorder:
             self._freeze_rows(_detached(x), _detached(probs), step, losses or {})
 
     def _freeze_rows(self, x: Tensor, probs: Tensor, step: int, losses: dict[str, Tensor]) -> None:
-        b = x.shape[0]
         if self.x_final is None:
             self.x_final = x.clone()
             self.probs_final = probs.clone()
             self._conf_t = torch.tensor(self.confidence, dtype=probs.dtype, device=probs.device)
-        # One query at a time this method's cost is its op count (each op a few
-        # microseconds), so it uses few ops and no Python scalars (an op with a Python
-        # number wraps and copies it first). Per-row finiteness comes from row reductions,
-        # not ``isfinite(x)``, which also made three temporaries of x's size every step (on a
-        # CPU a large temporary is freshly mapped memory): aminmax carries NaN and +-inf
-        # into a row's min / max, ``v - v`` is 0 for a finite ``v`` and NaN otherwise, and
-        # ``s == s`` is False for NaN. Columns: min, max, sum of probs, then per-row terms.
+            self._below_t = torch.tensor(-1.0, dtype=probs.dtype, device=probs.device)
+        # One query at a time this method's cost is its op count (in the loop, between a
+        # model's forward and backward, each op costs several microseconds), so it uses few
+        # ops and no Python scalars (an op with a Python number wraps and copies it first).
+        live = self._live
+        p_t = probs.gather(1, self._target_col).view(-1)
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        if self.sync_every == 1 and self._quiet(x, probs, losses, live, p_t):
+            # the common step on a CPU: no live row reached the target and every value is
+            # finite, so only the live rows' copies move
+            torch.where(live.view(shape), x, self.x_final, out=self.x_final)
+            torch.where(live[:, None], probs, self.probs_final, out=self.probs_final)
+            self.last_finite.masked_fill_(live, step)
+            stay = live
+            self._event = False
+        else:
+            finite, ok_all = self._finite_rows(x, probs, losses)
+            upd = live & finite  # keep this iterate: finite and the row is still moving
+            newly = upd & (p_t >= self._conf_t)
+            torch.where(upd.view(shape), x, self.x_final, out=self.x_final)
+            torch.where(upd[:, None], probs, self.probs_final, out=self.probs_final)
+            self.last_finite.masked_fill_(upd, step)
+            self.steps_used.masked_fill_(newly, step)
+            self.done |= newly
+            going = live & ~newly  # still moving unless non-finite now
+            stay = going & ok_all
+            self.nonfinite |= going ^ stay  # live, not newly done, some value non-finite
+            self._event = True
+        if self.patience and self._plateau_on and "loss" in losses:
+            self._settle(step, losses["loss"], probs, stay, x)
+            stay = stay & ~self.settled
+            self._event = True
+        self._live = stay
+
+    def _quiet(self, x: Tensor, probs: Tensor, losses: dict[str, Tensor], live: Tensor,
+               p_t: Tensor) -> bool:
+        """One host read (free on a CPU): True when every value is finite and no live row
+        reached ``confidence``. A sum is finite only if all its terms are; it can also
+        overflow on finite values or see a halted row's old NaN, which only sends the step
+        down the exact path."""
+        sums = [x.sum(), probs.sum(), *(v.sum() for v in losses.values())]
+        sums.append(torch.where(live, p_t, self._below_t).amax())
+        if len({v.dtype for v in sums}) > 1:
+            sums = [v.double() for v in sums]
+        *vals, top = torch.stack(sums).tolist()
+        return all(map(math.isfinite, vals)) and top < self.confidence
+
+    def _finite_rows(self, x: Tensor, probs: Tensor, losses: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``(B,)`` masks: the iterate and its probabilities are finite; and so is every
+        loss term. Row reductions, not ``isfinite(x)`` (three temporaries of x's size: on a
+        CPU a large temporary is freshly mapped memory): aminmax carries NaN and +-inf into
+        a row's min / max, ``v - v`` is 0 for a finite ``v`` and NaN otherwise, and
+        ``s == s`` is False for NaN. Columns: min, max, sum of probs, then per-row terms."""
+        b = x.shape[0]
         lo, hi = torch.aminmax(x.reshape(b, -1), dim=1)
         cols = [lo, hi, probs.sum(1)]
         ok = None
@@ -806,35 +852,7 @@ class Recorder:
             ok_all = finite
         if ok is not None:
             ok_all = ok_all & ok
-        live = self._live
-        p_t = probs.gather(1, self._target_col).view(-1)
-        reached = p_t >= self._conf_t
-        shape = (-1,) + (1,) * (x.ndim - 1)
-        if self.sync_every == 1 and not bool((live & (reached | ~ok_all)).any()):
-            # the common step on a CPU (where reading a flag costs no sync): no live row
-            # reached the target or turned non-finite, so only the live rows' copies move
-            torch.where(live.view(shape), x, self.x_final, out=self.x_final)
-            torch.where(live[:, None], probs, self.probs_final, out=self.probs_final)
-            self.last_finite.masked_fill_(live, step)
-            stay = live
-            self._event = False
-        else:
-            upd = live & finite  # keep this iterate: finite and the row is still moving
-            newly = upd & reached
-            torch.where(upd.view(shape), x, self.x_final, out=self.x_final)
-            torch.where(upd[:, None], probs, self.probs_final, out=self.probs_final)
-            self.last_finite.masked_fill_(upd, step)
-            self.steps_used.masked_fill_(newly, step)
-            self.done |= newly
-            going = live & ~newly  # still moving unless non-finite now
-            stay = going & ok_all
-            self.nonfinite |= going ^ stay  # live, not newly done, some value non-finite
-            self._event = True
-        if self.patience and self._plateau_on and "loss" in losses:
-            self._settle(step, losses["loss"], probs, stay, x)
-            stay = stay & ~self.settled
-            self._event = True
-        self._live = stay
+        return finite, ok_all
 
     def restart_plateau(self, active: bool = True) -> None:
         """Forget each row's best loss and switch the plateau stop on (``active``) or off
