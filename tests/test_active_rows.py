@@ -251,3 +251,29 @@ def test_loss_curves_average_the_finite_rows_and_keep_shared_terms():
     curve = [float(c) for c in rec.losses["loss"]]
     assert curve[:2] == [2.0, 2.0] and math.isnan(curve[2])
     assert [round(float(c), 6) for c in rec.losses["lr"]] == [0.0, 0.1, 0.2]
+
+
+@pytest.mark.parametrize("name", ["wachter", "gci", "diffeomorphic-vae"])
+def test_recorder_quiet_path_equals_the_exact_masks(name, monkeypatch):
+    """On a CPU the Recorder skips its per-row masks on a step where one host read says
+    nothing happened; a run that takes the exact masks every step ends the same, row for
+    row: answers, steps, probabilities, settled rows and loss curves (the conformance
+    cases: zoo models, 4 digits, runner-up targets, rows that finish apart)."""
+    from method_cases import CASES
+
+    def run():
+        case = CASES[name]()
+        return case.method.explain(case.x, case.target, **{**case.fast, "steps": 60, "confidence": 0.9})
+
+    quiet = run()
+    monkeypatch.setattr(Recorder, "_quiet", lambda self, *a: False)
+    exact = run()
+    assert int(quiet.steps.min()) + 1 < int(quiet.steps.max()), f"setup: rows must finish apart ({quiet.steps.tolist()})"
+    assert torch.equal(quiet.x_cf, exact.x_cf) and torch.equal(quiet.probs_cf, exact.probs_cf)
+    assert quiet.steps.tolist() == exact.steps.tolist()
+    for key in ("settled", "nonfinite"):
+        if key in exact.meta:
+            assert torch.equal(quiet.meta[key], exact.meta[key]), key
+    assert quiet.losses.keys() == exact.losses.keys()
+    for k in exact.losses:
+        assert torch.equal(torch.tensor(quiet.losses[k]).nan_to_num(-1.0), torch.tensor(exact.losses[k]).nan_to_num(-1.0)), k
