@@ -48,6 +48,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from ._utils import detached
+
 __all__ = ["ActiveRows"]
 
 
@@ -152,8 +154,7 @@ class ActiveRows:
     def full(self, name: str, t: Tensor) -> Tensor:
         """``t`` (active rows) as a full-batch tensor, detached; rows that left hold their
         last value under ``name`` (zeros if there was none)."""
-        if t.requires_grad:
-            t = t.detach()
+        t = detached(t)
         if self.idx is None:
             self._buf[name] = t
             return t

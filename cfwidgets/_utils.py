@@ -136,3 +136,10 @@ class ProcessCache:
 
     def __repr__(self) -> str:
         return f"ProcessCache({self.name!r}, {len(self)} entries)"
+
+
+def detached(t: torch.Tensor) -> torch.Tensor:
+    """``t`` without its graph; ``t`` itself when it has none (a second ``detach`` of an
+    already detached tensor is two ops: in a step loop, one row at a time, a visible share
+    of the bookkeeping)."""
+    return t.detach() if t.requires_grad else t

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from .._utils import make_generator, module_device, resolve_device, sync
+from .._utils import detached, make_generator, module_device, resolve_device, sync
 from ..config import merge, to_dict
 from ..protocols import StepCallback, StepState
 from ..result import CounterfactualResult
@@ -632,13 +632,6 @@ def prepared(modules) -> Iterator[list[str]]:
                             setattr(obj, state, held[2])
 
 
-def _detached(t: Tensor) -> Tensor:
-    """``t`` without its graph; ``t`` itself when it has none (ActiveRows' views already
-    come detached: a second ``detach`` is two ops per tensor per step, one row at a time a
-    visible share of the loop's bookkeeping)."""
-    return t.detach() if t.requires_grad else t
-
-
 class Recorder:
     """Bookkeeping of the shared loop: per-row "done" masks, freezing each row's
     counterfactual at the step it first reached ``confidence``, trajectory snapshots,
@@ -664,7 +657,8 @@ class Recorder:
     steps: all halted ends the loop, and :class:`~cfwidgets._active.ActiveRows`
     drops them from the computation) and when the callback itself asks for numbers. On a
     CPU (``sync_every=1``, where reading a value costs no sync) it reads one flag a step,
-    "did a live row halt?", and skips the mask updates and the count when none did.
+    "did any value turn non-finite, or a live row reach ``confidence``?", and skips the
+    per-row masks and the count when neither happened.
 
     Usage in a method's loop::
 
@@ -766,7 +760,7 @@ class Recorder:
         ``x_final``/``probs_final`` hold, per row, the iterate where it reached confidence,
         else its latest finite iterate."""
         with torch.no_grad():  # losses: already detached by observe
-            self._freeze_rows(_detached(x), _detached(probs), step, losses or {})
+            self._freeze_rows(detached(x), detached(probs), step, losses or {})
 
     def _freeze_rows(self, x: Tensor, probs: Tensor, step: int, losses: dict[str, Tensor]) -> None:
         if self.x_final is None:
@@ -897,7 +891,7 @@ class Recorder:
     def observe(self, step: int, x: Tensor, probs: Tensor, losses: dict[str, Tensor],
                 extra: dict | None = None) -> bool:
         """Record the iterate after ``step`` updates; return True to end the loop."""
-        losses = {k: _detached(v) for k, v in losses.items()}
+        losses = {k: detached(v) for k, v in losses.items()}
         self._freeze(x, probs, step, losses)
         # the loss curves are reduced once, when read (``losses``): per step only the
         # detached terms are kept (the per-step reduction was a third of the loop's
