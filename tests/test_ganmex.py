@@ -117,6 +117,34 @@ def test_untrained_translator_is_the_identity_and_fails():
     assert rep["success"] < 0.05
 
 
+def test_shapes_translator_redraws_the_target_shape_in_place():
+    """The structured shapes translator draws the target's outline where x's shape is:
+    its translation is closer to the ground-truth render of the target shape with x's own
+    factors than x is, and closer than a translation to another class; with the query's
+    own class it gives back (nearly) x. Bad targets get a clear error."""
+    from cfwidgets.data.shapes import render_shapes
+
+    m = _method("shapes")
+    te = load_dataset("shapes", "test")
+    x, y, f = te.x[:32], te.y[:32], te.extra["factors"][:32]
+    t = (y + 1) % 4
+    with torch.no_grad():
+        out, other, same = m.translator(x, t), m.translator(x, (y + 2) % 4), m.translator(x, y)
+    truth = render_shapes(t, f)
+
+    def l1(a, b):
+        return (a - b).abs().flatten(1).mean(1)
+
+    assert float((l1(out, truth) < l1(x, truth)).float().mean()) >= 0.85
+    assert float(l1(out, truth).mean()) < 0.6 * float(l1(x, truth).mean())
+    assert float(l1(out, truth).mean()) < 0.6 * float(l1(other, truth).mean())
+    assert float(l1(same, x).mean()) < 0.5 * float(l1(x, truth).mean())
+    with pytest.raises(ValueError, match="out of range"):
+        m.translator(x[:2], torch.tensor([0, 4]))
+    with pytest.raises(TypeError, match="integer"):
+        m.translator(x[:2], torch.tensor([0.0, 1.0]))
+
+
 def test_explain_returns_the_translation_and_the_path():
     m = _method("mnist")
     x, c, t, _ = _sample("mnist")
@@ -322,22 +350,13 @@ def test_shapes_region_is_where_the_shapes_differ_not_their_shared_ink():
     assert float(mass_in_region(ink_c, region).mean()) < 0.6
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured, not reproduced here (48 test shapes, IG, targets (y + 1) % 4): inside the region "
-    "where the two shapes differ, shared ink left out, the zero baseline puts 0.416 of the "
-    "map's mass and GANMEX 0.396 (blur 0.46, MDTS 0.65); with the older region that the "
-    "dilation filled with the shared ink, 0.983 and 0.752. GANMEX's map does put less mass on "
-    "the shared ink (0.33 vs 0.53 over every pair) but about 0.23 outside both shapes: the "
-    "600-step shapes translator erases outlines and draws target strokes away from where the "
-    "target shape would be. Training longer does not help (experiments/"
-    "shapes_translator_region.py, 3000 steps): 0.356 at the shipped self-consistency weight "
-    "1000 (judge agreement 0.51), 0.398 at the authors' 100 (judge 0.77); both still draw "
-    "class-specific strokes that the CNN reads, not the target shape. strict: flags a "
-    "translator that starts to pass."))
 def test_shapes_mass_in_the_class_defining_region():
     """Ground truth on the synthetic shapes: the pixels where this shape and the target
-    shape with the same factors differ (their shared ink left out). The paper's expectation: the GANMEX baseline puts
-    more of the map there than the zero baseline."""
+    shape with the same factors differ (their shared ink left out). The paper's expectation:
+    the GANMEX baseline puts more of the map there than the zero and blur baselines.
+    Measured with the shipped structured translator (48 test shapes, IG, 32 steps): GANMEX
+    0.77, zero 0.42, blur 0.46; the convolutional translator it replaced scored 0.40, below
+    the zero baseline, because it drew target strokes away from where the shape would be."""
     if "shapes/ganmex" not in zoo.recipes():
         pytest.skip("no shapes translator")
     try:
@@ -354,7 +373,7 @@ def test_shapes_mass_in_the_class_defining_region():
     t = (y + 1) % 4
     region = shapes_difference_region(y, f, t)
     shares = {}
-    for baseline in ("ganmex", "zero"):
+    for baseline in ("ganmex", "zero", "blur"):
         a = attribute(m.classifier, x, t, baseline=baseline, translator=m, n_steps=32)
         shares[baseline] = float(mass_in_region(a, region).mean())
-    assert shares["ganmex"] > shares["zero"] + 0.05, shares
+    assert shares["ganmex"] > max(shares["zero"], shares["blur"]) + 0.15, shares
