@@ -370,7 +370,7 @@ class CounterfactualMethod(ABC):
             else:
                 traj = list(out.trajectory)
         losses = {
-            k: torch.stack([torch.as_tensor(v).detach().float().cpu() for v in vals]).tolist()
+            k: torch.stack([torch.as_tensor(v) for v in vals]).detach().float().cpu().tolist()
             if vals and isinstance(vals[0], Tensor) else list(vals)
             for k, vals in out.losses.items()
         }
