@@ -26,8 +26,20 @@ from ``z0 = e(x)``, ``a0 = attr(x)``::
 free variables: ``"both"`` (AIP), ``"z"`` (latent only, close to the diffeomorphic VAE
 counterfactual) or ``"a"`` (attributes only, close to GCI).
 
-**Schedule** (choose): Adam (lr 0.05) on the free variables, at most ``steps`` updates,
-each query stops at ``p_t >= confidence``. Attributes stay in range by projection
+**Schedule** (choose): Adam (lr 0.15) on the free variables, at most ``steps`` updates,
+each query stops at ``p_t >= confidence``.
+
+**Default weights** (ours; the paper's are unverified): ``beta_z = 0``, ``beta_a = 1``. With
+a latent proximity the optimum sits on the classifier's decision boundary: at
+``beta_z = 0.1`` (the earlier default) the rows ran out of steps at p_t < 0.99 on shapes
+between two classes, and even ``beta_z = 0.001`` cut the independent oracle's agreement
+from 76 % to 65 % (100 held-out digits, runner-up targets, ``mnist/cvae`` version 3). With
+``beta_z = 0`` closeness comes from starting at ``z0`` and stopping as soon as p_t reaches
+``confidence``, as in the diffeomorphic counterfactuals' loop; the attribute term still
+prices every named attribute, so the optimiser changes the digit code only where the
+latent cannot do it more cheaply (0-3 % of the rows there, against 55 % at the old
+defaults). lr 0.15 instead of 0.05: at 0.05 the rows used their whole 300-step budget and
+the oracle agreed with 62 % (``experiments/aip_locked_generator.py``). Attributes stay in range by projection
 (continuous clipped to the generator's bounds, categorical onto the simplex; METHODS.md
 suggests sigmoid / softmax parameterisations: projection moves probability mass
 linearly, see gci.py for why). ``restarts`` > 1 adds Gaussian noise (``restart_noise``) to
@@ -135,12 +147,13 @@ class AIP(AttributeMethod):
     @dataclass(frozen=True)
     class Config:
         steps: int = knob(300, 1, 2000, "Step budget: the most updates per query.")
-        lr: float = knob(0.05, 1e-3, 0.5, "Adam learning rate on z and a.", log=True)
+        lr: float = knob(0.15, 1e-3, 0.5, "Adam learning rate on z and a.", log=True)
         confidence: float = confidence_knob()
         optimise: str = knob("both", doc="Free variables: latent and attributes (AIP), the latent "
                              "only (~ diffeomorphic VAE) or the attributes only (~ GCI).",
                              choices=("both", "z", "a"))
-        beta_z: float = knob(0.1, 0.0, 10.0, "Weight of the latent proximity ||z - z0||^2.")
+        beta_z: float = knob(0.0, 0.0, 10.0, "Weight of the latent proximity ||z - z0||^2 (0: closeness "
+                             "comes from starting at z0 and stopping at the confidence).")
         beta_a: float = knob(1.0, 0.0, 10.0, "Weight of the attribute proximity sum_i w_i |a_i - a0_i|.")
         attribute_weights: tuple = attribute_weights_knob()
         restarts: int = restarts_knob("the valid one closest to x (pixel L1) wins")

@@ -391,11 +391,15 @@ class ConditionalVAE(nn.Module):
         dec_hidden: explicit decoder hidden sizes (override ``width``).
         measure: optional ``x -> (B, n_continuous)`` natural-unit measurement of the
             continuous attributes (e.g. :func:`cfwidgets.data.morphometrics`).
+        encoder_sees_attributes: ``q(z | x, a)`` when true (a plain CVAE); ``q(z | x)``
+            when false, as in AttGAN's encoder: ``z`` then describes the whole image,
+            class included, and the latent alone can move a digit towards another
+            class (what AIP with a locked class code needs, see the recipe).
     """
 
     def __init__(self, spec: AttributeSpec, z_dim: int = 8, width: int = 32,
                  measure: str | None = None, enc_hidden: int | None = None,
-                 dec_hidden: tuple[int, int] | None = None) -> None:
+                 dec_hidden: tuple[int, int] | None = None, encoder_sees_attributes: bool = True) -> None:
         super().__init__()
         self.input_shape = (1, 28, 28)
         self.z_dim = int(z_dim)
@@ -411,7 +415,9 @@ class ConditionalVAE(nn.Module):
         h = int(width)
         he = int(enc_hidden or 2 * h)
         h1, h2 = (int(v) for v in (dec_hidden or (2 * h, 4 * h)))
-        self.enc = nn.Sequential(nn.Linear(784 + d, he), nn.LeakyReLU(0.2, inplace=True))
+        self.encoder_sees_attributes = bool(encoder_sees_attributes)
+        self.enc = nn.Sequential(nn.Linear(784 + d * self.encoder_sees_attributes, he),
+                                 nn.LeakyReLU(0.2, inplace=True))
         self.enc_out = nn.Linear(he, 2 * self.z_dim)
         self.dec1 = nn.Linear(self.z_dim + d, h1)
         self.dec2 = nn.Linear(h1 + d, h2)
@@ -456,8 +462,10 @@ class ConditionalVAE(nn.Module):
         return self.attribute_spec.project(a)
 
     def encode_with(self, x: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
-        """``q(z | x, a)``: ``(mu, logvar)``, each ``(B, z_dim)``."""
-        h = self.enc(torch.cat([x.flatten(1) * 2 - 1, a], 1))
+        """``q(z | x, a)``: ``(mu, logvar)``, each ``(B, z_dim)`` (``a`` unused when the
+        encoder does not see the attributes)."""
+        inp = x.flatten(1) * 2 - 1
+        h = self.enc(torch.cat([inp, a], 1) if self.encoder_sees_attributes else inp)
         mu, logvar = self.enc_out(h).chunk(2, dim=1)
         return mu, logvar.clamp(-12, 6)
 
