@@ -99,9 +99,9 @@ def main(argv=None) -> None:
     cvae.eval()
     train_s = time.perf_counter() - t0
     m = cvae.zoo_meta["metrics"]
-    print("trained in %.0f s; rec mse %.4f; class kept %.3f; digit control %.3f" % (
-        train_s, m["test_rec_mse"], m.get("reconstruction_class_kept", float("nan")),
-        m["control"]["digit"]["accuracy"]), flush=True)
+    print(f"trained in {train_s:.0f} s; rec mse {m['test_rec_mse']:.4f}; class kept "
+          f"{m.get('reconstruction_class_kept', float('nan')):.3f}; digit control "
+          f"{m['control']['digit']['accuracy']:.3f}", flush=True)
     clf, oracle = zoo.load("mnist/cnn", device="cpu"), zoo.load("mnist/oracle", device="cpu")
     te = load_mnist("test").subset(args.n, seed=args.seed)
     x, y = te.x, torch.as_tensor(te.y)
