@@ -49,6 +49,9 @@ def test_run_shows_bars_walk_and_static_fallback(widget):
     assert torch.allclose(x1, res.x_cf[0], atol=1e-4)
     assert "top1_share" in widget.metrics
     assert "attribute changes" in widget.static_html()
+    # from_zoo adds the independent oracle's verdict, named, to the metrics line
+    assert widget.metrics["judges"]["oracle"] == "mnist/oracle"
+    assert "oracle agrees" in widget.metrics_view.value
 
 
 def test_what_if_decodes_and_updates_probabilities(widget):

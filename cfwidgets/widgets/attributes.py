@@ -84,7 +84,10 @@ class AttributeWidget(AttributeWeights, CounterfactualWidget):
     @classmethod
     def from_zoo(cls, dataset: str = "mnist", data: Any = None, **kwargs: Any) -> AttributeWidget:
         """Zoo models for ``"mnist"``, ``"shapes"`` or ``"shapes-biased"`` (the data
-        default: that data set's test split)."""
+        default: that data set's test split). For digits the metrics line also gives the
+        verdict of ``mnist/oracle``, a classifier no method steers with (pass
+        ``oracle=None`` to leave it out): a flip the explained CNN accepts but the oracle
+        reads as the original digit shows there."""
         from .. import zoo
         from ..data import load_mnist, load_shapes
 
@@ -94,6 +97,8 @@ class AttributeWidget(AttributeWeights, CounterfactualWidget):
         if data is None:
             data = load_mnist("test") if dataset == "mnist" else load_shapes("test")
         dev = kwargs.pop("model_device", "cpu")
+        if dataset == "mnist":
+            kwargs.setdefault("oracle", zoo.load("mnist/oracle", device=dev))
         return cls(zoo.load(f"{dataset}/cnn", device=dev), zoo.load(gen[dataset], device=dev), data, **kwargs)
 
     # ============================================================= controls
