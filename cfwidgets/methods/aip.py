@@ -135,8 +135,11 @@ class AIP(AttributeMethod):
         from cfwidgets.methods import AIP
         aip = AIP.from_zoo("mnist")                    # mnist/cnn + mnist/cvae
         x = data.load_mnist("test").x[:8]
-        res = aip.explain(x, target=3, optimise="both", beta_z=0.1)
+        res = aip.explain(x, target=3)
         res.meta["attribute_deltas"]                   # (8, 6), natural units
+        # style and latent only: the digit code locked (weight >= 100)
+        locked = aip.explain(x, target=3, attribute_weights={"digit": 100.0})
+        locked.meta["class_code_changed"]              # (8,) all False
     """
 
     name = "aip"
