@@ -87,7 +87,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     if args.shipped:
         cvae = zoo.load("mnist/cvae", device="cpu")
-    elif args.load:
+    elif args.load:  # by hand, not zoo.build: a variant of an older recipe version loads too
         from safetensors.torch import load_file
 
         meta = json.loads((Path(args.out) / "mnist__cvae.json").read_text())

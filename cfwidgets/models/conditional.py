@@ -513,12 +513,13 @@ class ShapeTemplateCVAE(ConditionalVAE):
     canonical = 8.0
 
     def __init__(self, spec: AttributeSpec, z_dim: int = 2, width: int = 32, measure: str | None = None,
-                 enc_hidden: int | None = None, dec_hidden: tuple[int, int] | None = None) -> None:
+                 enc_hidden: int | None = None, dec_hidden: tuple[int, int] | None = None,
+                 encoder_sees_attributes: bool = True) -> None:
         expect = ("size", "rotation", "pos_x", "pos_y", "stroke", "brightness")
         if tuple(spec.names[:6]) != expect or spec.kinds[6] != "categorical":
             raise ValueError(f"ShapeTemplateCVAE needs the shapes attributes {expect} + a shape category, "
                              f"got {spec.names}")
-        super().__init__(spec, z_dim, width, measure, enc_hidden, dec_hidden)
+        super().__init__(spec, z_dim, width, measure, enc_hidden, dec_hidden, encoder_sees_attributes)
         n_shapes = len(spec.categories[6])
         h1, h2 = (int(v) for v in (dec_hidden or (2 * width, 4 * width)))
         # the template sees the shape, the stroke in canonical units and z

@@ -277,8 +277,8 @@ def train_conditional_vae(model: ConditionalVAE, x: Tensor, a: Tensor, x_test: T
                 m = (model._measure(x_edit)[:, measured] - m_mean) / m_std
                 attr = attr + (m - a_edit[:, measured]).pow(2).sum(1).mean()
             # reading back the unedited attributes too keeps reconstructions on-attribute
+            # (and a row whose class code was dropped must still read as its class)
             attr_rec, _ = model.attribute_net.loss(model.attribute_net(torch.sigmoid(logits)), ab)
-            # (on a row whose class code was dropped, the decode must still read as its class)
             kl_w = beta * min(1.0, (step + 1) / warm)
             loss = rec + kl_w * kl + gamma * (attr + 0.5 * attr_rec)
             opt.zero_grad(set_to_none=True)
@@ -312,9 +312,9 @@ def _cvae_model(dataset: str):
     def make(cfg: dict) -> ConditionalVAE:
         measure = "morphometrics" if dataset == "mnist" else None
         cls = ShapeTemplateCVAE if cfg.get("structured") else ConditionalVAE
-        kw = {} if cfg.get("encoder_sees_attributes", True) else {"encoder_sees_attributes": False}
         return cls(attribute_spec(dataset), z_dim=int(cfg["z_dim"]), width=int(cfg["width"]),
-                   measure=measure, enc_hidden=cfg.get("enc_hidden"), dec_hidden=cfg.get("dec_hidden"), **kw)
+                   measure=measure, enc_hidden=cfg.get("enc_hidden"), dec_hidden=cfg.get("dec_hidden"),
+                   encoder_sees_attributes=bool(cfg.get("encoder_sees_attributes", True)))
     return make
 
 
