@@ -31,8 +31,11 @@ model's.
 
 Text (``--text-n`` held-out review sentences, target = the other class): AIP-text and
 HotFlip explaining ``reviews/clf``; flip rate (the explained model), agreement of the
-independent ``reviews/judge``, perplexity ratio under ``reviews/lm`` (which AIP-text also
-ranks candidates with: not independent, and labelled so).
+independent ``reviews/judge``, perplexity ratio under the independent
+``reviews/fluency-judge`` (a character LSTM trained on text no text model here saw) and,
+beside it, under ``reviews/lm`` (which AIP-text ranks candidates with: its own view, and
+labelled so). AIP-text's rows are also split by how the returned sentence was made: the
+generator's own decodes and the post-processed variants (``meta["per_row_kind"]``).
 """
 
 from __future__ import annotations
@@ -151,6 +154,7 @@ def text_figures(n: int) -> list[dict]:
         return zoo.load(name, device="cpu", train=False, progress=False)
 
     clf, gen, lm, judge = load("reviews/clf"), load("reviews/gen"), load("reviews/lm"), load("reviews/judge")
+    fluency = load("reviews/fluency-judge")
     texts = [t for t in load_reviews("test").texts if 6 <= len(t.split()) <= 25][:n]
     with torch.no_grad():
         target = 1 - clf(texts).argmax(1)
@@ -158,19 +162,28 @@ def text_figures(n: int) -> list[dict]:
     for arm, m in (("aip_text", AIPText(clf, gen, lm=lm)), ("hotflip", HotFlip(clf))):
         t0 = time.perf_counter()
         res = m.explain(texts, target)
-        row = evaluate_text(res, lm=lm, judge=judge, similarity_model=False)
-        row.update(arm=arm, seconds=round(time.perf_counter() - t0, 1))
+        seconds = round(time.perf_counter() - t0, 1)
+        row = evaluate_text(res, lm=lm, judge=judge, fluency_judge=fluency, similarity_model=False)
+        row.update(arm=arm, seconds=seconds)
         kinds = res.meta.get("per_row_kind")
         if kinds is not None:
             row["share_raw_decodes"] = sum(k == "decode" for k in kinds) / max(1, len(kinds))
         rows.append(row)
         print(_fmt(row), flush=True)
+        for part, keep in (("raw decodes", "decode"), ("variants", None)):
+            idx = [i for i, k in enumerate(kinds or []) if (k == keep if keep else k != "decode")]
+            if idx:
+                sub = evaluate_text(res[idx], lm=lm, judge=judge, fluency_judge=fluency,
+                                    similarity_model=False)
+                sub.update(arm=f"{arm} ({part})")
+                rows.append(sub)
+                print(_fmt(sub), flush=True)
     return rows
 
 
 def _fmt(row: dict) -> str:
     keys = ("target_kind", "arm", "n", "validity", "oracle", "external", "bpd_cf", "bpd_query", "tangent",
-            "class_code_changed", "unstable", "flip_rate", "judge_agreement", "ppl_ratio",
+            "class_code_changed", "unstable", "flip_rate", "judge_agreement", "judge_ppl_ratio", "ppl_ratio",
             "edit_distance", "share_raw_decodes", "seconds")
     parts = []
     for k in keys:
@@ -187,6 +200,7 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", default=",".join(IMAGE_ARMS))
     ap.add_argument("--text-n", type=int, default=64)
     ap.add_argument("--no-text", action="store_true")
+    ap.add_argument("--text-only", action="store_true", help="only the text rows")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/figures.json")
     ap.add_argument("--knob", action="append", default=[], metavar="K=V",
@@ -199,8 +213,9 @@ def main(argv=None) -> None:
     unknown = sorted(set(arms) - set(IMAGE_ARMS))
     if unknown:
         ap.error(f"unknown methods {unknown}; choose from {list(IMAGE_ARMS)}")
-    out = {"n_images": a.n, "knobs": overrides,
-           "image": image_figures(a.n, a.kinds.split(","), arms, overrides=overrides)}
+    out = {"n_images": 0 if a.text_only else a.n, "knobs": overrides,
+           "image": [] if a.text_only else image_figures(a.n, a.kinds.split(","), arms,
+                                                          overrides=overrides)}
     if not a.no_text:
         out["n_sentences"] = a.text_n
         out["text"] = text_figures(a.text_n)

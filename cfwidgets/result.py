@@ -76,28 +76,31 @@ class CounterfactualResult:
     def __len__(self) -> int:
         return len(self.x)
 
-    def __getitem__(self, i: int | slice) -> CounterfactualResult:
-        """The result restricted to row(s) ``i`` (keeps the batch dimension)."""
+    def __getitem__(self, i) -> CounterfactualResult:
+        """The result restricted to row(s) ``i`` (keeps the batch dimension): an int, a
+        slice, a sequence of row indices or a boolean mask of ``len(result)``."""
         if isinstance(i, int):
             if not -len(self) <= i < len(self):
                 raise IndexError(f"row {i} out of range for a result of {len(self)} rows")
             i = slice(i, i + 1 if i != -1 else None)
+        if not isinstance(i, slice):
+            i = _row_list(i, len(self))
 
         def take(v):
             if v is None:
                 return None
-            return v[i]
+            return _take(v, i)
 
         traj = self.trajectory
         if traj is not None:
-            traj = traj[:, i] if isinstance(traj, Tensor) else [t[i] for t in traj]
+            traj = traj[:, _as_index(i)] if isinstance(traj, Tensor) else [_take(t, i) for t in traj]
         return replace(
             self,
             x=take(self.x),
             x_cf=take(self.x_cf),
-            target=self.target[i],
-            probs=self.probs[i],
-            probs_cf=self.probs_cf[i],
+            target=take(self.target),
+            probs=take(self.probs),
+            probs_cf=take(self.probs_cf),
             trajectory=traj,
             steps=take(self.steps),
             meta=_slice_meta(self.meta, i, len(self)),
@@ -142,16 +145,45 @@ class CounterfactualResult:
         return out
 
 
-def _slice_meta(meta: dict, i: slice, n: int) -> dict:
+def _row_list(i, n: int) -> list[int]:
+    """Row indices from a sequence of ints or a boolean mask of length ``n``."""
+    t = torch.as_tensor(i)
+    if t.dtype == torch.bool:
+        if t.shape != (n,):
+            raise IndexError(f"a boolean mask must have {n} entries, got shape {tuple(t.shape)}")
+        t = t.nonzero().flatten()
+    if t.ndim != 1 or t.is_floating_point():
+        raise IndexError("index a result with an int, a slice, row indices or a boolean mask")
+    rows = [int(r) for r in t]
+    bad = [r for r in rows if not -n <= r < n]
+    if bad:
+        raise IndexError(f"rows {bad[:5]} out of range for a result of {n} rows")
+    return rows
+
+
+def _as_index(i):
+    return i if isinstance(i, slice) else torch.as_tensor(i, dtype=torch.long)
+
+
+def _take(v, i):
+    """Rows ``i`` (a slice or a list of row indices) of a tensor or a list."""
+    if isinstance(i, slice):
+        return v[i]
+    if isinstance(v, Tensor):
+        return v[_as_index(i).to(v.device)]
+    return [v[r] for r in i]
+
+
+def _slice_meta(meta: dict, i, n: int) -> dict:
     """Slice per-row entries of ``meta`` (tensors or lists of length n)."""
     out = {}
     for k, v in meta.items():
         if isinstance(v, Tensor) and v.ndim >= 1 and v.shape[0] == n:
-            out[k] = v[i]
+            out[k] = _take(v, i)
         elif isinstance(v, list) and len(v) == n and k.startswith("per_row"):
-            out[k] = v[i]
+            out[k] = _take(v, i)
         elif isinstance(v, dict) and k.startswith("per_row"):
-            out[k] = {kk: (vv[i] if hasattr(vv, "__getitem__") else vv) for kk, vv in v.items()}
+            out[k] = {kk: (_take(vv, i) if hasattr(vv, "__getitem__") else vv) for kk, vv in v.items()}
         else:
             out[k] = v
     return out

@@ -472,3 +472,57 @@ def test_hotflip_cuts_inputs_longer_than_the_classifier_reads(tiny_clf):
         res = HotFlip(tiny_clf).explain([long], t, max_flips=1)
     assert res.meta["truncated"] == [0] and long.startswith(res.x[0]) and len(res.x[0]) < len(long)
     assert len(res.x_cf[0].split()) == len(res.x[0].split())
+
+
+def test_result_rows_by_index_list_and_mask(tiny_clf):
+    """A result restricted to listed rows (what the per-kind figures use) keeps the rows'
+    texts, targets, probabilities and per-row meta together, in the order given."""
+    from cfwidgets.methods import HotFlip
+
+    res = HotFlip(tiny_clf).explain(SENTS, _targets(tiny_clf, SENTS), max_flips=2)
+    sub = res[[2, 0]]
+    assert sub.x == [res.x[2], res.x[0]] and sub.x_cf == [res.x_cf[2], res.x_cf[0]]
+    assert sub.target.tolist() == [int(res.target[2]), int(res.target[0])]
+    torch.testing.assert_close(sub.probs_cf, res.probs_cf[[2, 0]])
+    for k, v in res.meta.items():
+        if k.startswith("per_row") and isinstance(v, list) and len(v) == 3:
+            assert sub.meta[k] == [v[2], v[0]], k
+    mask = torch.tensor([False, True, True])
+    assert res[mask].x == res.x[1:] and res[mask].target.tolist() == res.target[1:].tolist()
+    with pytest.raises(IndexError, match="3 entries"):
+        res[torch.tensor([True, False])]
+    with pytest.raises(IndexError, match="out of range"):
+        res[[0, 5]]
+    img = CounterfactualResultForTest()
+    assert img[[1]].x.shape == (1, 1, 2, 2) and img[[1]].x[0, 0, 0, 0] == 1
+
+
+def CounterfactualResultForTest():  # noqa: N802 - a small image result of 2 rows
+    from cfwidgets.result import CounterfactualResult
+
+    x = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)])
+    return CounterfactualResult(x, x.clone(), torch.tensor([0, 1]), torch.eye(2), torch.eye(2),
+                                meta={"per_row_note": ["a", "b"]})
+
+
+def test_evaluate_text_reports_the_fluency_judge_apart(tiny_clf):
+    """The independent fluency judge's perplexity ratio sits beside reviews/lm's and is
+    named; a garbled word costs more under a character LM than its clean form."""
+    from cfwidgets.methods import HotFlip
+    from cfwidgets.metrics.text import evaluate_text
+    from cfwidgets.models.text_judges import CharLMJudge
+    from cfwidgets.models.text_lm import TextLM, TextLMConfig
+
+    torch.manual_seed(0)
+    res = HotFlip(tiny_clf).explain(SENTS, _targets(tiny_clf, SENTS), max_flips=2)
+    lm = TextLM(TextLMConfig(n_embd=16, n_layer=1, n_head=2)).eval()
+    fj = CharLMJudge(emb=8, hidden=16, layers=1, dropout=0.0).eval()
+    row = evaluate_text(res, lm=lm, fluency_judge=fj, similarity_model=False)
+    assert row["judges"]["judge_ppl_ratio"] == "CharLMJudge"
+    assert row["judges"]["ppl_ratio"] == "TextLM"
+    for k in ("judge_ppl_source", "judge_ppl_cf", "judge_ppl_ratio"):
+        assert row[k] > 0, k
+    p = fj.perplexity(["a film .", "a film ."])
+    assert p.shape == (2,) and torch.allclose(p[0], p[1])
+    with pytest.raises(TypeError, match="list of strings"):
+        fj.perplexity("a film .")

@@ -44,7 +44,7 @@ def _queries(n: int, max_words: int = 20) -> list[str]:
 
 def _show(tag: str, row: dict) -> None:
     keys = ("flip_rate", "edit_distance", "edit_distance_median", "edit_distance_norm", "bleu",
-            "similarity", "ppl_ratio", "repetition_cf", "nonword_rate_cf", "time_per_sentence_s")
+            "similarity", "ppl_ratio", "judge_agreement", "judge_ppl_ratio", "repetition_cf", "nonword_rate_cf", "time_per_sentence_s")
     print(f"\n[{tag}] " + "  ".join(f"{k}={row[k]:.3g}" for k in keys if k in row))
 
 
@@ -102,6 +102,15 @@ def test_aip_flips_held_out_sentences_closely_and_fluently(models):
                 n_known += 1
                 assert not unknown, c
     assert n_known > 0 and "unknown words" in res.meta["ranked_by"]
+    # a returned variant's attributes describe the returned sentence (measured on its text
+    # as a0 is), not the code of the decode it was made from; decodes keep their code
+    kinds, src = res.meta["per_row_kind"], res.meta["per_row_attributes_from"]
+    var = [q for q, k in enumerate(kinds) if k != "decode"]
+    assert var and all(src[q] == "text" for q in var) and all(
+        src[q] == "code" for q in range(len(kinds)) if q not in var)
+    pos = (res.probs_cf[var].argmax(1) == 1).float().numpy()
+    measured = models["gen"].attributes_of([res.x_cf[q] for q in var], pos).float()
+    torch.testing.assert_close(res.meta["a_cf"][var], measured)
     # ending_weight: a valid candidate that keeps the source's final punctuation wins
     strict = AIPText(clf, models["gen"], lm=models["lm"]).explain(texts, target, ending_weight=10.0)
     kept = 0
@@ -118,27 +127,33 @@ def test_aip_vs_hotflip_on_more_sentences(models):
     from cfwidgets.methods import AIPText, HotFlip
     from cfwidgets.metrics.text import evaluate_text
 
-    texts = _queries(64, max_words=25)
+    texts = _queries(128, max_words=25)
     clf, lm = models["clf"], models["lm"]
     with torch.no_grad():
         target = 1 - clf(texts).argmax(1)
     from cfwidgets import zoo
 
     judge = zoo.load("reviews/judge", device="cpu", train=False, progress=False)
-    aip = evaluate_text(AIPText(clf, models["gen"], lm=lm).explain(texts, target), lm=lm, judge=judge)
-    hf = evaluate_text(HotFlip(clf).explain(texts, target), lm=lm, judge=judge)
-    _show("aip zoo clf, 64", aip)
-    _show("hotflip zoo clf, 64", hf)
+    fluency = zoo.load("reviews/fluency-judge", device="cpu", train=False, progress=False)
+    aip = evaluate_text(AIPText(clf, models["gen"], lm=lm).explain(texts, target), lm=lm, judge=judge,
+                        fluency_judge=fluency)
+    hf = evaluate_text(HotFlip(clf).explain(texts, target), lm=lm, judge=judge, fluency_judge=fluency)
+    _show("aip zoo clf, 128", aip)
+    _show("hotflip zoo clf, 128", hf)
     assert aip["flip_rate"] >= 0.8
     assert aip["edit_distance_median"] <= 0.5 * aip["source_len"]
     assert aip["ppl_ratio"] <= 2.0
-    # measured: 0.4 % repeated bigrams, 0.7 % mangled words (HotFlip: 0.4 %, none)
-    assert aip["repetition_cf"] <= 0.025 and aip["nonword_rate_cf"] <= 0.025, aip
-    # the independent judge (reviews/judge, no method steers with it) agrees far less
-    # often than the explained model: measured AIP 0.61, HotFlip 0.50 of 64. The bar
-    # guards against losing what there is; issue 11 asks for >= 0.8 (not reached yet)
-    assert aip["judge_agreement"] >= 0.5, aip["judge_agreement"]
+    # measured: 0.8 % repeated bigrams, 3.7 % mangled words (HotFlip: 0.7 %, 0.1 %); the
+    # mangled words rose from 0.8 % with confidence 0.95 (issue 11), where fewer of the
+    # repaired variants stay valid
+    assert aip["repetition_cf"] <= 0.025 and aip["nonword_rate_cf"] <= 0.05, aip
+    # the independent judges (no method steers or ranks with them; issue 11 asks for
+    # >= 0.8 agreement and a fluency ratio <= 1.5): measured on these 128 sentences
+    # 0.844 and 1.29 (HotFlip 0.578, 1.21); at the old defaults (confidence 0.5) 0.641, 1.16
+    assert aip["judge_agreement"] >= 0.78, aip["judge_agreement"]
+    assert aip["judge_ppl_ratio"] <= 1.5, aip["judge_ppl_ratio"]
     assert aip["judges"]["judge_agreement"] == "reviews/judge"
+    assert aip["judges"]["judge_ppl_ratio"] == "reviews/fluency-judge"
     # HotFlip, the word-substitution baseline (measured: 100 % flips, 1.2 edits, median 1,
     # no mangled words)
     assert hf["flip_rate"] >= 0.9, hf

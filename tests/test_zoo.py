@@ -142,7 +142,8 @@ def test_shipped_weights_verify_and_load_without_training(tmp_path, monkeypatch)
     shipped = sorted(core.SHIPPED_DIR.glob("*.json"))
     assert shipped, "the package ships no weights"
     total = sum(p.stat().st_size for p in core.SHIPPED_DIR.iterdir())
-    assert total < 40 * 2**20, f"shipped weights are {total / 2**20:.1f} MB (limit 40 MB)"
+    # 40.4 MB with the fluency judge (issue 11); the limit keeps the wheel small
+    assert total < 48 * 2**20, f"shipped weights are {total / 2**20:.1f} MB (limit 48 MB)"
     names = [json.loads(p.read_text())["name"] for p in shipped]
     for name in names:
         if name not in zoo.recipes():

@@ -11,7 +11,8 @@ line and the dashboard run the same code and cannot disagree.
   method that has none for the data set becomes a cell that says why.
 - :func:`load_judges` loads the independent judges: for images the class autoencoders
   ``<ds>/ae`` (realism IM1/IM2) and the oracle ``<ds>/oracle``; for text the sentiment
-  judge ``reviews/judge`` and the fluency LM ``reviews/lm``. :func:`run_comparison` refuses
+  judge ``reviews/judge`` and the fluency judge ``reviews/fluency-judge`` (a character LM
+  trained on text no text model saw). :func:`run_comparison` refuses
   to score a method with a judge that is one of its own models.
 - :func:`run_comparison` runs the methods one after another, or ``workers`` at a time on
   threads (torch releases the GIL in its kernels). That pays when the batches are too small
@@ -101,7 +102,8 @@ class Judges:
     """The models that score every method alike; none of them may be steered with.
 
     ``autoencoders`` / ``oracle`` (images: IM1/IM2 and oracle agreement), ``judge`` / ``lm``
-    (text: judge agreement and the perplexity ratio)."""
+    (text: judge agreement and the perplexity ratio; :func:`load_judges` gives
+    ``reviews/fluency-judge`` as ``lm``)."""
 
     autoencoders: Any = None
     oracle: Any = None
@@ -126,8 +128,11 @@ def load_judges(dataset: str, *, device: str = "auto") -> Judges:
 
     have = zoo.recipes()
     if dataset in ("reviews", "imdb"):
+        # fluency: the character LM trained on text no text model saw (AIP-text ranks its
+        # candidates with reviews/lm, so that one would leave AIP-text's row unjudged)
+        lm_name = next((n for n in ("reviews/fluency-judge", "reviews/lm") if n in have), None)
         return Judges(judge=zoo.load("reviews/judge") if "reviews/judge" in have else None,
-                      lm=zoo.load("reviews/lm", device=device) if "reviews/lm" in have else None)
+                      lm=zoo.load(lm_name, device=device) if lm_name else None)
     return Judges(
         autoencoders=zoo.load(f"{dataset}/ae", device=device) if f"{dataset}/ae" in have else None,
         oracle=zoo.load(f"{dataset}/oracle", device=device) if f"{dataset}/oracle" in have else None)

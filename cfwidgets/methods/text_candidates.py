@@ -162,15 +162,19 @@ def rank(pool: list[list[_Draft]], texts: Sequence[str], target: Tensor, *, lm=N
                 text=c.text, valid=c.valid, p_target=float(c.probs[int(target[q])]), edit_distance=d,
                 edit_norm=edit_norm, nonword_rate=c_nw, keeps_end=keeps_end, ppl_ratio=c.ppl_ratio,
                 restart=c.restart, step=c.step, rank=0, score=score, kind=c.kind, probs=c.probs, a=c.a))
-        order = sorted(range(len(scored)), key=lambda j: (not scored[j].valid, scored[j].score,
-                                                          -scored[j].p_target))
+        # valid (reached the confidence) first, then those that at least flip the class
+        # (argmax = target), then the rest; within a tier by score
+        t_q = int(target[q])
+        order = sorted(range(len(scored)), key=lambda j: (
+            not scored[j].valid, int(scored[j].probs.argmax()) != t_q, scored[j].score,
+            -scored[j].p_target))
         ranked.append([replace(scored[j], rank=r) for r, j in enumerate(order)])
     return ranked, ppl_src
 
 
 def ranked_by(lm, fluency_weight: float, nonword_weight: float, ending_weight: float) -> str:
     """The ranking rule in words (``meta["ranked_by"]``)."""
-    return "validity, then edit distance / length" + (
+    return "validity (then: flips the class), then edit distance / length" + (
         f" + {fluency_weight} x max(0, log perplexity ratio)" if lm is not None else
         " (no lm given: fluency not used)") + (
         f" + {nonword_weight} x share of unknown words" if nonword_weight > 0 else "") + (

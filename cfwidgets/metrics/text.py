@@ -260,7 +260,7 @@ def _median(t: Tensor) -> float:
 
 def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_model: bool = True,
                   fluency: bool = True, degeneration: bool = True, name: str | None = None,
-                  judge: Any = None) -> dict:
+                  judge: Any = None, fluency_judge: Any = None) -> dict:
     """One table row of text metrics for a text result (averages over its rows; medians
     for perplexities and their ratio).
 
@@ -274,6 +274,10 @@ def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_
         judge: an independent sentiment model (e.g. ``zoo.load("reviews/judge")``, which
             no text method steers with); adds ``judge_agreement``: the share of
             counterfactuals it reads as the target class.
+        fluency_judge: an independent language model (e.g.
+            ``zoo.load("reviews/fluency-judge")``, trained on text no generator, tokenizer or
+            ``reviews/lm`` saw; no method ranks with it); adds ``judge_ppl_source``,
+            ``judge_ppl_cf`` and ``judge_ppl_ratio`` (medians, as for ``ppl_*``).
 
     ``row["judges"]`` names the model behind each judged figure (``flip_rate``: the
     explained classifier itself, by definition; ``ppl_*``: the fluency LM, which AIP-text
@@ -324,6 +328,12 @@ def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_
     if judge is not None:
         row["judge_agreement"] = float(flip_rate(result, judge).mean())
         judges["judge_agreement"] = judge_name(judge)
+    if fluency_judge is not None:
+        p = perplexity(src + cf, fluency_judge)
+        ps, pc = p[:len(src)], p[len(src):]
+        row.update({"judge_ppl_source": _median(ps), "judge_ppl_cf": _median(pc),
+                    "judge_ppl_ratio": _median(pc / ps)})
+        judges["judge_ppl_ratio"] = judges["judge_ppl_cf"] = judge_name(fluency_judge)
     row["time_per_sentence_s"] = float(result.meta.get("time_per_cf_s", math.nan))
     row["judges"] = judges
     return row

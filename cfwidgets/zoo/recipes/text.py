@@ -491,3 +491,94 @@ register(Recipe(
     kind="judge",
 ))
 
+
+
+def _fluency_model(cfg: dict) -> nn.Module:
+    from ...models.text_judges import CharLMJudge
+
+    return _maybe_half(CharLMJudge(**cfg["model"]), cfg)
+
+
+# Garbled outputs the fluency judge must rate worse than their clean forms (AIP-text decodes
+# of the shipped generator, and the issue's examples with a clean sentence of our own).
+_GARBLED_PAIRS = (
+    ("the director keeps the tension and the pacing is worth the wait .",
+     "the director keeps the tension and the paying is worth the \" the ."),
+    ("cantet perfectly captures the hotel lobbies , two-lane highways , and roadside cafes that "
+     "permeate vincent's days", "cantetry , the hotel lobbies , two-lane highways , and road cafesf "
+     "in permeate vincent's days"),
+    ("the tenderness of the piece is still intact .", "the tenderness of the piece is still intact dull"),
+    ("a real movie , about real people , that gives us a rare glimpse into a culture most of us "
+     "don't know .", "a real movie , about real people , that doesn't us a great glimpse into a bad "
+     "most of us doesn't know ."),
+    ("it is a shrug of a film , with cultural flaws .", "... is a shrug culture flaws ."),
+    ("this delicately observed story , deeply felt and masterfully stylized , is a triumph for its "
+     "maverick director .", "this delicately observed story , deeply felt and very stylized , is a "
+     "triumph for its maverick dull"),
+)
+
+
+def _fluency_texts() -> tuple[list[str], list[str]]:
+    """The fluency judge's training and validation sentences: the IMDB test split, a tenth
+    of its reviews held out."""
+    from ...data.text import load_imdb_sentences
+    from ...models.text_judges import imdb_judge_split
+
+    d = load_imdb_sentences("test")
+    val = imdb_judge_split(d.groups)
+    return ([t for t, v in zip(d.texts, val, strict=True) if not v],
+            [t for t, v in zip(d.texts, val, strict=True) if v])
+
+
+def fluency_judge_checks(model) -> dict:
+    """What the fluency judge must tell apart, as metrics: the median ratio of shuffled to
+    real held-out Rotten Tomatoes sentences (200) and how many of the garbled pairs it
+    rates worse than their clean forms."""
+    from ...data.text import load_reviews
+    from ...models.text_judges import shuffled
+
+    rt = load_reviews("test").texts[:200]
+    p, q = model.perplexity(rt), model.perplexity(shuffled(rt))
+    g = torch.stack([model.perplexity(list(pair)) for pair in _GARBLED_PAIRS])
+    return {"shuffled_ratio": round(float((q / p).median()), 3),
+            "garbled_worse": int((g[:, 1] > g[:, 0]).sum()), "garbled_n": len(_GARBLED_PAIRS)}
+
+
+def _fluency_train(model, cfg: dict, ctx: TrainContext) -> dict:
+    from ...models.text_judges import train_char_lm_judge
+
+    tr, va = _fluency_texts()
+    m = train_char_lm_judge(model, tr, va, steps=cfg["steps"], batch_size=cfg["batch_size"],
+                            lr=cfg["lr"], seed=ctx.seed, state_path=ctx.state_path,
+                            log=_log(ctx))
+    m.update(fluency_judge_checks(model))
+    m["n_train"], m["n_val"] = len(tr), len(va)
+    return m
+
+
+register(Recipe(
+    name="reviews/fluency-judge",
+    version=1,
+    description="independent fluency judge: character-level LSTM language model (2 x 256, seed "
+                "1) on the IMDB test sentences, which the generator, its tokenizer and "
+                "reviews/lm never saw; SLOR-normalised per-word perplexity for text "
+                "counterfactuals, never used to steer or rank them",
+    make_model=_fluency_model,
+    train=_fluency_train,
+    # 3,000 steps: 19 min on one core, held-out 2.01 bits per character
+    config={"model": {"emb": 32, "hidden": 256, "layers": 2, "dropout": 0.2, "max_chars": 160,
+                      "buckets": 2 ** 15},
+            "steps": 3000, "batch_size": 32, "lr": 3e-3, "storage_dtype": "float16"},
+    reduced={"steps": 40},
+    data_fingerprint=_fp(True),
+    check=lambda m: (_max("val_bpc", 2.3, "held-out bits per character")(m)
+                     or _min("shuffled_ratio", 2.0, "perplexity ratio of shuffled sentences")(m)
+                     # measured 5 of 6: it misses the pair whose garbled form swaps rare words
+                     # ("rare glimpse into a culture") for frequent ones in broken syntax
+                     or _min("garbled_worse", 5, "garbled pairs (of 6) rated worse")(m)),
+    # 40 steps learn the character frequencies: measured 4.04 bits per character, where
+    # uniform is log2(56) = 5.8 (an untrained model: 5.79)
+    reduced_check=_max("val_bpc", 4.5, "held-out bits per character (uniform: 5.8)"),
+    seed=1,
+    kind="judge",
+))
