@@ -517,6 +517,9 @@ def test_evaluate_text_reports_the_fluency_judge_apart(tiny_clf):
     res = HotFlip(tiny_clf).explain(SENTS, _targets(tiny_clf, SENTS), max_flips=2)
     lm = TextLM(TextLMConfig(n_embd=16, n_layer=1, n_head=2)).eval()
     fj = CharLMJudge(emb=8, hidden=16, layers=1, dropout=0.0).eval()
+    with pytest.raises(RuntimeError, match="fit_unigram"):  # SLOR needs its unigram
+        fj.perplexity(["a film ."])
+    fj.fit_unigram(SENTS)
     row = evaluate_text(res, lm=lm, fluency_judge=fj, similarity_model=False)
     assert row["judges"]["judge_ppl_ratio"] == "CharLMJudge"
     assert row["judges"]["ppl_ratio"] == "TextLM"
@@ -526,3 +529,20 @@ def test_evaluate_text_reports_the_fluency_judge_apart(tiny_clf):
     assert p.shape == (2,) and torch.allclose(p[0], p[1])
     with pytest.raises(TypeError, match="list of strings"):
         fj.perplexity("a film .")
+
+
+def test_candidates_that_flip_rank_before_those_that_do_not():
+    """Below the confidence, a candidate the classifier assigns to the target outranks a
+    closer one that keeps the source's class (a row that never reaches the confidence
+    then still returns a flip where it found one)."""
+    from cfwidgets.methods.text_candidates import _Draft, rank
+
+    src = "the plot drags and the jokes fall flat ."
+    close = _Draft(text="the plot drags and the jokes fall short .", probs=torch.tensor([0.7, 0.3]),
+                   a=torch.zeros(4), step=None, restart=0, valid=False, kind="decode")
+    flips = _Draft(text="the plot soars and the jokes land well .", probs=torch.tensor([0.3, 0.7]),
+                   a=torch.zeros(4), step=None, restart=1, valid=False, kind="decode")
+    ranked, _ = rank([[close, flips]], [src], torch.tensor([1]), fluency_weight=0.0,
+                     nonword_weight=0.0, ending_weight=0.0)
+    assert [c.text for c in ranked[0]] == [flips.text, close.text]
+    assert ranked[0][0].edit_distance > ranked[0][1].edit_distance  # not by closeness
