@@ -523,8 +523,12 @@ def test_evaluate_text_reports_the_fluency_judge_apart(tiny_clf):
     row = evaluate_text(res, lm=lm, fluency_judge=fj, similarity_model=False)
     assert row["judges"]["judge_ppl_ratio"] == "CharLMJudge"
     assert row["judges"]["ppl_ratio"] == "TextLM"
-    for k in ("judge_ppl_source", "judge_ppl_cf", "judge_ppl_ratio"):
-        assert row[k] > 0, k
+    assert row["judge_ppl_ratio"] > 0
+    # exp(-SLOR) is no perplexity: only its ratio is reported, for a judge and for an lm
+    assert "judge_ppl_source" not in row and "judge_ppl_cf" not in row
+    as_lm = evaluate_text(res, lm=fj, similarity_model=False)
+    assert as_lm["ppl_ratio"] == row["judge_ppl_ratio"] and "ppl_source" not in as_lm
+    assert "ppl_source" in row  # reviews/lm-like models keep their perplexities
     p = fj.perplexity(["a film .", "a film ."])
     assert p.shape == (2,) and torch.allclose(p[0], p[1])
     with pytest.raises(TypeError, match="list of strings"):

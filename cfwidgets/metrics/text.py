@@ -276,8 +276,11 @@ def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_
             counterfactuals it reads as the target class.
         fluency_judge: an independent language model (e.g.
             ``zoo.load("reviews/fluency-judge")``, trained on text no generator, tokenizer or
-            ``reviews/lm`` saw; no method ranks with it); adds ``judge_ppl_source``,
-            ``judge_ppl_cf`` and ``judge_ppl_ratio`` (medians, as for ``ppl_*``).
+            ``reviews/lm`` saw; no method ranks with it); adds ``judge_ppl_ratio`` (median,
+            as for ``ppl_ratio``), and ``judge_ppl_source`` / ``judge_ppl_cf`` unless the
+            judge's values only mean something as ratios (``ratio_only``, e.g. the SLOR
+            score of ``reviews/fluency-judge``; likewise ``ppl_source`` / ``ppl_cf`` for
+            such an ``lm``).
 
     ``row["judges"]`` names the model behind each judged figure (``flip_rate``: the
     explained classifier itself, by definition; ``ppl_*``: the fluency LM, which AIP-text
@@ -315,7 +318,9 @@ def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_
         p = perplexity(src + cf, lm)
         ps, pc = p[:len(src)], p[len(src):]
         ratio = pc / ps
-        row.update({"ppl_source": _median(ps), "ppl_cf": _median(pc), "ppl_ratio": _median(ratio),
+        if not getattr(lm, "ratio_only", False):  # a SLOR judge's values are not perplexities
+            row.update({"ppl_source": _median(ps), "ppl_cf": _median(pc)})
+        row.update({"ppl_ratio": _median(ratio),
                     "ppl_ratio_mean_log": float(torch.log(ratio).mean()) if len(src) else math.nan})
     if degeneration:
         row["repetition_source"] = float(repetition(src).mean())
@@ -331,8 +336,9 @@ def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_
     if fluency_judge is not None:
         p = perplexity(src + cf, fluency_judge)
         ps, pc = p[:len(src)], p[len(src):]
-        row.update({"judge_ppl_source": _median(ps), "judge_ppl_cf": _median(pc),
-                    "judge_ppl_ratio": _median(pc / ps)})
+        if not getattr(fluency_judge, "ratio_only", False):
+            row.update({"judge_ppl_source": _median(ps), "judge_ppl_cf": _median(pc)})
+        row["judge_ppl_ratio"] = _median(pc / ps)
         judges["judge_ppl_ratio"] = judges["judge_ppl_cf"] = judge_name(fluency_judge)
     row["time_per_sentence_s"] = float(result.meta.get("time_per_cf_s", math.nan))
     row["judges"] = judges

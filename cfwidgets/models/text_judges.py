@@ -130,8 +130,12 @@ class CharLMJudge(nn.Module):
     :meth:`perplexity` returns ``exp(-SLOR)``, a *frequency-normalised per-word perplexity*,
     so the ratio of two sentences' values is ``exp(SLOR_source - SLOR_cf)`` (> 1: the
     counterfactual reads less fluently). :meth:`word_perplexity` is the plain per-word
-    perplexity ``exp(NLL / |s|)``.
+    perplexity ``exp(NLL / |s|)``. ``exp(-SLOR)`` is about 0.2-0.4 for real sentences, not a
+    perplexity in the hundreds: only ratios of it mean something, so ``ratio_only`` tells
+    :func:`~cfwidgets.metrics.text.evaluate_text` to report the ratio alone.
     """
+
+    ratio_only = True
 
     def __init__(self, emb: int = 32, hidden: int = 256, layers: int = 2, dropout: float = 0.2,
                  max_chars: int = 160, buckets: int = 2 ** 15) -> None:
