@@ -1,7 +1,7 @@
 """Every quality figure the README states, regenerated in one run, each with its judge and
 sample size named (figures only; nothing is asserted: the tests assert the bars).
 
-    python benchmarks/figures.py [--n 40] [--kinds runner-up,far,random,next] [--text-n 64]
+    python benchmarks/figures.py [--n 40] [--kinds runner-up,far,random,next] [--text-n 256]
                                  [--methods wachter,flow,vae,gan,gci,gci-locked,aip,aip-locked,
                                             ganmex,disc]
                                  [--out benchmarks/results/figures.json] [--no-text]
@@ -198,7 +198,7 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--kinds", default="runner-up,far,random,next")
     ap.add_argument("--methods", default=",".join(IMAGE_ARMS))
-    ap.add_argument("--text-n", type=int, default=64)
+    ap.add_argument("--text-n", type=int, default=256)
     ap.add_argument("--no-text", action="store_true")
     ap.add_argument("--text-only", action="store_true", help="only the text rows")
     ap.add_argument("--threads", type=int, default=1)
