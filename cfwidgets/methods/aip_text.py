@@ -664,7 +664,6 @@ class _Track:
         # a row that never reaches the confidence returns the decode that came closest
         # (highest p_target), not merely its last one
         self.closest: list[Decode | None] = [None] * n
-        self.query_done_at = torch.full((restarts.b,), -1, dtype=torch.long)
         self.text: list[str] = [""] * n
         self.probs = torch.zeros(n, n_classes)
         self.a = a_start.clone()
@@ -697,9 +696,10 @@ class _Track:
         that never gets there would otherwise run the whole budget; measured on the demo's
         4 sentences, all done by step 18: 4.0 s without the limit, 2.6 s with 20)."""
         rs = self.restarts
-        done_q = self.done.view(rs.r, rs.b).any(0)
-        self.query_done_at[done_q & (self.query_done_at < 0)] = step
-        late = (self.query_done_at >= 0) & (step - self.query_done_at >= self.cfg.sibling_patience)
+        never = self.cfg.steps + self.cfg.sibling_patience + 1  # no restart of it valid yet
+        # the step each row became valid (its first valid decode's), the first per sentence
+        at = torch.tensor([d.step if d is not None else never for d in self.first_valid])
+        late = step - at.view(rs.r, rs.b).amin(0) >= self.cfg.sibling_patience
         return late.repeat(rs.r) & ~self.done
 
     def decode_of(self, i: int) -> Decode:

@@ -258,6 +258,21 @@ def _median(t: Tensor) -> float:
     return float(t.median()) if t.numel() else float("nan")
 
 
+def _fluency_figures(src: list[str], cf: list[str], model, key: str, mean_log: bool = True) -> dict:
+    """``{key}_source`` / ``{key}_cf`` (medians; left out for a model whose values only mean
+    something as ratios, ``ratio_only``, e.g. a SLOR judge), ``{key}_ratio`` (median of the
+    per-sentence ratios) and, with ``mean_log``, ``{key}_ratio_mean_log``."""
+    p = perplexity(src + cf, model)
+    ps, pc = p[:len(src)], p[len(src):]
+    ratio = pc / ps
+    out = {} if getattr(model, "ratio_only", False) else {
+        f"{key}_source": _median(ps), f"{key}_cf": _median(pc)}
+    out[f"{key}_ratio"] = _median(ratio)
+    if mean_log:
+        out[f"{key}_ratio_mean_log"] = float(torch.log(ratio).mean()) if len(src) else math.nan
+    return out
+
+
 def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_model: bool = True,
                   fluency: bool = True, degeneration: bool = True, name: str | None = None,
                   judge: Any = None, fluency_judge: Any = None) -> dict:
@@ -315,13 +330,7 @@ def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_
     if similarity_model:
         row["similarity"] = float(similarity(src, cf).mean())
     if fluency:
-        p = perplexity(src + cf, lm)
-        ps, pc = p[:len(src)], p[len(src):]
-        ratio = pc / ps
-        if not getattr(lm, "ratio_only", False):  # a SLOR judge's values are not perplexities
-            row.update({"ppl_source": _median(ps), "ppl_cf": _median(pc)})
-        row.update({"ppl_ratio": _median(ratio),
-                    "ppl_ratio_mean_log": float(torch.log(ratio).mean()) if len(src) else math.nan})
+        row.update(_fluency_figures(src, cf, lm, "ppl"))
     if degeneration:
         row["repetition_source"] = float(repetition(src).mean())
         row["repetition_cf"] = float(repetition(cf).mean())
@@ -334,11 +343,7 @@ def evaluate_text(result, *, lm: Any = None, classifier: Any = None, similarity_
         row["judge_agreement"] = float(flip_rate(result, judge).mean())
         judges["judge_agreement"] = judge_name(judge)
     if fluency_judge is not None:
-        p = perplexity(src + cf, fluency_judge)
-        ps, pc = p[:len(src)], p[len(src):]
-        if not getattr(fluency_judge, "ratio_only", False):
-            row.update({"judge_ppl_source": _median(ps), "judge_ppl_cf": _median(pc)})
-        row["judge_ppl_ratio"] = _median(pc / ps)
+        row.update(_fluency_figures(src, cf, fluency_judge, "judge_ppl", mean_log=False))
         judges["judge_ppl_ratio"] = judges["judge_ppl_cf"] = judge_name(fluency_judge)
     row["time_per_sentence_s"] = float(result.meta.get("time_per_cf_s", math.nan))
     row["judges"] = judges

@@ -96,10 +96,15 @@ class NgramSentimentJudge(nn.Module):
         return self(texts).softmax(-1)
 
 
-
 # ---------------------------------------------------------------------------- fluency
 _CHARS = " !\"$%&'(),-./0123456789:;?abcdefghijklmnopqrstuvwxyz"
-_BOS, _EOS, _UNK = 1, 2, 3  # 0 pads; characters start at 4
+_BOS, _EOS, _UNK = 1, 2, 3  # 0 pads (the text models' PAD_ID); characters start at 4
+_CHAR_ID = {c: 4 + i for i, c in enumerate(_CHARS)}
+
+
+def _char_id(c: str) -> int:
+    """A character's id (UNK outside the normalised alphabet)."""
+    return _CHAR_ID.get(c, _UNK)
 
 
 def char_ids(text: str, max_chars: int) -> list[int]:
@@ -108,7 +113,7 @@ def char_ids(text: str, max_chars: int) -> list[int]:
     from ..data.text import normalize_text
 
     t = normalize_text(text)[:max_chars]
-    return [_BOS] + [4 + _CHARS.index(c) if c in _CHARS else _UNK for c in t] + [_EOS]
+    return [_BOS] + [_char_id(c) for c in t] + [_EOS]
 
 
 class CharLMJudge(nn.Module):
@@ -157,11 +162,9 @@ class CharLMJudge(nn.Module):
 
     def batch(self, texts: Sequence[str]) -> Tensor:
         """Padded ``(B, T)`` ids of the texts."""
-        seqs = [char_ids(t, self.max_chars) for t in texts]
-        out = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            out[i, :len(s)] = torch.tensor(s)
-        return out
+        from .text_classifier import pad_batch
+
+        return pad_batch([np.asarray(char_ids(t, self.max_chars)) for t in texts])[0]
 
     def sentence_nll(self, ids: Tensor) -> Tensor:
         """``(B,)`` summed next-character NLL of each padded row (nats)."""
@@ -190,24 +193,24 @@ class CharLMJudge(nn.Module):
         total = sum(chars.values()) + self.vocab
         cl = torch.full((self.vocab,), math.log(1 / total), dtype=torch.float64)
         for c, k in chars.items():
-            i = 4 + _CHARS.index(c) if c in _CHARS else _UNK
-            cl[i] = math.log((k + 1) / total)
+            cl[_char_id(c)] = math.log((k + 1) / total)
         self.char_logp.copy_(cl.float())
 
-    def unigram_logp(self, text: str) -> float:
-        """log p_unigram of the normalised sentence's words (nats)."""
+    def unigram_logp(self, texts: Sequence[str]) -> Tensor:
+        """``(N,)`` log p_unigram of each normalised sentence's words (nats)."""
         if not bool(self.word_logp.any()):
             raise RuntimeError("this fluency judge has no unigram table: call fit_unigram(texts) "
                                "on its training text, or load zoo 'reviews/fluency-judge'.")
-        wl, cl = self.word_logp.cpu(), self.char_logp.cpu()
-        total = 0.0
-        for w in _words(text):
-            lp = float(wl[_bucket(f"w:{w}", self.buckets)])
+        wl, cl = self.word_logp.cpu().tolist(), self.char_logp.cpu().tolist()
+        escape = float(self.escape_logp)
+
+        def logp(w: str) -> float:
+            lp = wl[_bucket(f"w:{w}", self.buckets)]
             if lp == 0.0:  # unseen: the escape mass times the spelling's character frequencies
-                lp = float(self.escape_logp) + sum(
-                    float(cl[4 + _CHARS.index(c) if c in _CHARS else _UNK]) for c in w + " ")
-            total += lp
-        return total
+                lp = escape + sum(cl[_char_id(c)] for c in w + " ")
+            return lp
+
+        return torch.tensor([sum(logp(w) for w in _words(t)) for t in texts], dtype=torch.float32)
 
     def _checked(self, texts: Sequence[str]) -> list[str]:
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
@@ -224,6 +227,14 @@ class CharLMJudge(nn.Module):
         n_words = torch.tensor([max(1, len(_words(t))) for t in texts], dtype=torch.float32)
         return (torch.cat(nll) if nll else torch.zeros(0)), n_words
 
+    def bits_per_char(self, texts: Sequence[str], batch_size: int = 256) -> float:
+        """Mean bits per predicted character (each character and the end mark) over
+        ``texts``."""
+        texts = self._checked(texts)
+        nll, _ = self._nll_words(texts, batch_size)
+        n = sum(len(char_ids(t, self.max_chars)) - 1 for t in texts)
+        return float(nll.sum()) / max(n, 1) / math.log(2)
+
     def word_perplexity(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
         """``(N,)`` plain per-word perplexity ``exp(NLL / words)``."""
         nll, n = self._nll_words(self._checked(texts), batch_size)
@@ -233,8 +244,7 @@ class CharLMJudge(nn.Module):
         """``(N,)`` SLOR per sentence (nats per word; higher = more fluent)."""
         texts = self._checked(texts)
         nll, n = self._nll_words(texts, batch_size)
-        uni = torch.tensor([self.unigram_logp(t) for t in texts], dtype=torch.float32)
-        return (-nll - uni) / n
+        return (-nll - self.unigram_logp(texts)) / n
 
     def perplexity(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
         """``(N,)`` frequency-normalised per-word perplexity ``exp(-SLOR)`` (see the class
@@ -245,7 +255,9 @@ class CharLMJudge(nn.Module):
 def imdb_judge_split(groups) -> np.ndarray:
     """Boolean mask of the held-out tenth (by review) of the IMDB test sentences that the
     fluency judge validates on; it trains on the rest."""
-    return (np.asarray(groups) // 50) % 10 == 3
+    from ..data.text import IMDB_TEST_EVERY
+
+    return (np.asarray(groups) // IMDB_TEST_EVERY) % 10 == 3
 
 
 def shuffled(texts: Sequence[str], seed: int = 0) -> list[str]:
@@ -263,7 +275,6 @@ def train_char_lm_judge(model: CharLMJudge, train_texts: Sequence[str], val_text
     from ``state_path`` when it holds a state of this run; returns held-out bits per
     character (``val_bpc``) and the step count. Ends by counting SLOR's unigram on
     ``train_texts`` (:meth:`CharLMJudge.fit_unigram`)."""
-    import math
     from pathlib import Path
 
     torch.manual_seed(seed)
@@ -307,10 +318,4 @@ def train_char_lm_judge(model: CharLMJudge, train_texts: Sequence[str], val_text
             log(f"fluency judge: step {step + 1}/{steps}, train {float(loss.detach()) / math.log(2):.3f} bits/char")
     model.eval()
     model.fit_unigram(texts)  # SLOR's unigram: counted on the same training text
-    with torch.no_grad():
-        nll = n = 0.0
-        for i in range(0, len(val_texts), 256):
-            ids = model.batch(list(val_texts[i:i + 256]))
-            nll += float(model.sentence_nll(ids).sum())
-            n += float((ids[:, 1:] > 0).sum())
-    return {"val_bpc": round(nll / max(n, 1.0) / math.log(2), 4), "steps": steps}
+    return {"val_bpc": round(model.bits_per_char(val_texts), 4), "steps": steps}

@@ -492,7 +492,6 @@ register(Recipe(
 ))
 
 
-
 def _fluency_model(cfg: dict) -> nn.Module:
     from ...models.text_judges import CharLMJudge
 
@@ -539,7 +538,7 @@ def fluency_judge_checks(model) -> dict:
 
     rt = load_reviews("test").texts[:200]
     p, q = model.perplexity(rt), model.perplexity(shuffled(rt))
-    g = torch.stack([model.perplexity(list(pair)) for pair in _GARBLED_PAIRS])
+    g = model.perplexity([t for pair in _GARBLED_PAIRS for t in pair]).view(-1, 2)  # clean, garbled
     return {"shuffled_ratio": round(float((q / p).median()), 3),
             "garbled_worse": int((g[:, 1] > g[:, 0]).sum()), "garbled_n": len(_GARBLED_PAIRS)}
 
