@@ -493,11 +493,12 @@ def test_result_rows_by_index_list_and_mask(tiny_clf):
         res[torch.tensor([True, False])]
     with pytest.raises(IndexError, match="out of range"):
         res[[0, 5]]
-    img = CounterfactualResultForTest()
+    img = _image_result()
     assert img[[1]].x.shape == (1, 1, 2, 2) and img[[1]].x[0, 0, 0, 0] == 1
 
 
-def CounterfactualResultForTest():  # noqa: N802 - a small image result of 2 rows
+def _image_result():
+    """A small image result of 2 rows."""
     from cfwidgets.result import CounterfactualResult
 
     x = torch.stack([torch.zeros(1, 2, 2), torch.ones(1, 2, 2)])
