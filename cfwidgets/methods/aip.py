@@ -200,12 +200,14 @@ class AIP(AttributeMethod):
         # copies that reached the target leave the computation (ActiveRows); full-batch
         # values go to the recorder, the restarts' selection and the frozen variables
         rows = ActiveRows(opt, {"a": a, "z": z}, {"a0": a0r, "z0": z0r, "target": tr, "x": xr})
+        # the models as the loop runs them: BatchNorm folded, channels-last (cfwidgets._fused)
+        f, gen = self._loop_model(self.classifier), self._loop_model(gen)
         for step in range(cfg.steps):
             rows.update(rec)
             a, z = rows.params["a"], rows.params["z"]
             a0l, z0l, tl, xl = (rows.consts[k] for k in ("a0", "z0", "target", "x"))
             x_cf = gen.decode(z, a)
-            logits = self.classifier(x_cf)
+            logits = f(x_cf)
             parts = aip_objective(logits, tl, z, z0l, a, a0l, spec, weights=w_cost, beta_z=cfg.beta_z,
                                   beta_a=cfg.beta_a, loss=cfg.loss, kappa=cfg.kappa)
             loss = parts["loss"]  # (L,)  eq. (1)
@@ -229,7 +231,7 @@ class AIP(AttributeMethod):
             a_last, z_last = rows.full_param("a"), rows.full_param("z")
             x_act = gen.decode(rows.params["z"], rows.params["a"])
             x_last = rows.full("x", x_act)
-            probs_last = rows.full("probs", self.classifier(x_act).softmax(-1))
+            probs_last = rows.full("probs", f(x_act).softmax(-1))
         frozen.mark(rec)
         x_out, p_out = rec.finish(x_last, probs_last)
         frozen.track(rec, a=a_last, z=z_last)

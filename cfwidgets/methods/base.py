@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from .._fused import FusedCache
 from .._utils import detached, make_generator, module_device, resolve_device, sync
 from ..config import merge, to_dict
 from ..protocols import StepCallback, StepState
@@ -77,6 +78,18 @@ class CounterfactualMethod(ABC):
             self.to(device)
         self._check_devices()
         self._check_compatible()
+
+    def _loop_model(self, model):
+        """What a step loop should run for ``model`` (the classifier or a component): an
+        eval-mode copy with BatchNorm folded and channels-last convolutions when that
+        applies (:mod:`cfwidgets._fused`; the same function up to float rounding, about
+        1e-6 on the zoo's models), else ``model`` itself. Call it inside :func:`prepared`
+        (the models are in eval mode there); the copy is kept until the model's weights
+        change."""
+        cache = self.__dict__.get("_fused_cache")
+        if cache is None:
+            cache = self.__dict__.setdefault("_fused_cache", FusedCache())
+        return cache.get(model)
 
     # ------------------------------------------------------------------ devices
     def modules(self) -> dict[str, nn.Module]:

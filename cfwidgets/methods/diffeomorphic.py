@@ -255,9 +255,10 @@ class DiffeomorphicCounterfactual(CounterfactualMethod):
         return cls(clf, gen, **kwargs)
 
     # -------------------------------------------------------------------- helpers
-    def _decode(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
-        """``g(z)`` and, for a flow, ``log p(g(z))`` from the same forward pass."""
-        gm = self.generative_model
+    def _decode(self, z: Tensor, gm: nn.Module | None = None) -> tuple[Tensor, Tensor | None]:
+        """``g(z)`` and, for a flow, ``log p(g(z))`` from the same forward pass (of ``gm``,
+        default the generative model)."""
+        gm = self.generative_model if gm is None else gm
         if self.kind == "flow" and hasattr(gm, "decode_with_log_prob"):
             return gm.decode_with_log_prob(z)
         return gm.decode(z), None
@@ -266,7 +267,7 @@ class DiffeomorphicCounterfactual(CounterfactualMethod):
                ) -> tuple[Tensor, Tensor]:
         """``z0`` for ``x`` (no gradient) and the reconstruction MSE per row."""
         cfg = cfg or self.Config()
-        gm = self.generative_model
+        gm = self._loop_model(self.generative_model)  # (the GAN's inversion is a loop too)
         if self.kind == "gan" and hasattr(gm, "invert"):
             z0, _ = gm.invert(x, steps=cfg.gan_inversion_steps, lr=cfg.gan_inversion_lr,
                               tol=cfg.gan_inversion_tol, init=cfg.gan_init, generator=generator)
@@ -292,14 +293,16 @@ class DiffeomorphicCounterfactual(CounterfactualMethod):
         # rows that reached `confidence` (frozen by the Recorder) leave the forward/backward
         # passes and the optimiser (ActiveRows); the Recorder and the callback see full batches
         rows = ActiveRows(opt, {"z": z}, {"target": target})
+        # the models as the loop runs them: BatchNorm folded, channels-last (cfwidgets._fused)
+        f, gm = self._loop_model(self.classifier), self._loop_model(self.generative_model)
         for step in range(cfg.steps):
             rows.update(rec)
             z, t = rows.params["z"], rows.consts["target"]
-            g, log_p = self._decode(z)                             # (L, D) -> (L, C, H, W)
+            g, log_p = self._decode(z, gm)                         # (L, D) -> (L, C, H, W)
             clipped = g.clamp(0.0, 1.0)
             # straight-through: the value is clipped, the gradient passes as if it were not
             x_cf = g + (clipped - g).detach() if straight else clipped
-            logits = self.classifier(x_cf)
+            logits = f(x_cf)
             loss = class_loss(logits, t, cfg.loss)                # (L,)
             if cfg.prior_weight:  # deviation: + w * (-log N(z; 0, I)) per pixel, constant dropped
                 loss = loss + cfg.prior_weight * z.pow(2).sum(1) / (2 * n_pixels)
@@ -316,9 +319,9 @@ class DiffeomorphicCounterfactual(CounterfactualMethod):
             loss.sum().backward()
             opt.step()
         with torch.no_grad():  # the final iterate (= the last observed one after an early end)
-            x_act = self.generative_model.decode(rows.params["z"]).clamp(0.0, 1.0)
+            x_act = gm.decode(rows.params["z"]).clamp(0.0, 1.0)
             x_last = rows.full("x", x_act)
-            probs_last = rows.full("probs", self.classifier(x_act).softmax(-1))
+            probs_last = rows.full("probs", f(x_act).softmax(-1))
         z_cf = torch.where(rec.finished[:, None], z_cf, rows.full_param("z"))
         x_out, p_out = rec.finish(x_last, probs_last)
         meta: dict[str, Any] = {
@@ -362,9 +365,9 @@ class DiffeomorphicCounterfactual(CounterfactualMethod):
         traj = torch.stack(rec.trajectory)                       # (T, B, C, H, W)
         t_len, b = traj.shape[:2]
         flat = traj.reshape(t_len * b, *traj.shape[2:])
-        p = self.classifier(flat).softmax(-1).view(t_len, b, -1)
+        p = self._loop_model(self.classifier)(flat).softmax(-1).view(t_len, b, -1)
         out["path_target_prob"] = p.gather(2, rec.target.view(1, b, 1).expand(t_len, b, 1))[..., 0].T
-        flow = self.density_model
+        flow = self._loop_model(self.density_model)
         if flow is not None and hasattr(flow, "bits_per_dim"):
             out["bpd"] = flow.bits_per_dim(x)
             out["bpd_cf"] = flow.bits_per_dim(x_out)

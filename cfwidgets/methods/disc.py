@@ -437,17 +437,18 @@ class DISC(CounterfactualMethod):
         return None
 
     def _manifold_term(self, x_cf: Tensor, logits: Tensor, target: Tensor, energy0: Tensor,
-                       level: float = 1.0) -> Tensor:
+                       level: float = 1.0, run: nn.Module | None = None) -> Tensor:
         """``1 - K_t(x')`` (DUQ), or ``relu(level - K_t)`` in a progressive stage of target
         level ``level`` (certain of the target at least to the stage's level, no push
         beyond it: our choice, so that the stages stay progressive); the energy stand-in
-        for a classifier without a certainty head."""
+        for a classifier without a certainty head. ``run``: the copy of the certainty model
+        the loop runs (``_loop_model``), default the model itself."""
         model = self._certainty_model()
         if model is self.classifier and hasattr(model, "log_certainty"):
             # the classifier's logits are log K: no second forward pass
             k_t = logits.gather(1, target[:, None])[:, 0].exp()
         elif model is not None:
-            k_t = model.certainty(x_cf).gather(1, target[:, None])[:, 0]
+            k_t = (model if run is None else run).certainty(x_cf).gather(1, target[:, None])[:, 0]
         else:
             energy = -torch.logsumexp(logits, 1)
             return F.relu(energy - energy0)
@@ -498,6 +499,12 @@ class DISC(CounterfactualMethod):
         ended = False
         search_stages = [s for s in stages if s[0] != "fit"]
         with self._hooks(cfg) as stats:
+            # the models as the loop runs them: BatchNorm folded, channels-last
+            # (cfwidgets._fused); the classifier stays as it is while the BN-statistics
+            # hooks watch it (a_bn > 0)
+            f = self._loop_model(self.classifier)
+            unc = self._certainty_model()
+            unc_run = None if unc is None or unc is self.classifier else self._loop_model(unc)
             for name, n_steps, level in stages:
                 is_fit = name == "fit"
                 frozen_full = None  # the INR's first-layer weights held outside the band
@@ -523,7 +530,7 @@ class DISC(CounterfactualMethod):
                         terms = {"loss": fit_err, "fit": fit_err}
                         loss, p_full = fit_err, probs
                     else:
-                        logits = self.classifier(x_cf)
+                        logits = f(x_cf)
                         p = logits.softmax(-1)
                         if level is None:
                             cls_term = class_loss(logits, ta, "ce")
@@ -535,7 +542,7 @@ class DISC(CounterfactualMethod):
                         tv = total_variation(x_cf, 2)
                         l2 = x_cf.flatten(1).pow(2).mean(1)
                         mc = self._manifold_term(x_cf, logits, ta, rows.consts["energy0"],
-                                                 1.0 if level is None else level)
+                                                 1.0 if level is None else level, unc_run)
                         prox = l1_distance(x_cf, xa)
                         loss = (cfg.w_cls * cls_term + cfg.a_bn * bn + cfg.a_tv * tv + cfg.a_l2 * l2
                                 + cfg.w_mc * mc + cfg.w_prox * prox)
@@ -576,7 +583,7 @@ class DISC(CounterfactualMethod):
                 stats.active = False
                 x_act = prior.render(rows.params).detach()
                 x_last = rows.full("x_cf", x_act)
-                probs_last = rows.full("probs", self.classifier(x_act).softmax(-1))
+                probs_last = rows.full("probs", f(x_act).softmax(-1))
         x_out, p_out = rec.finish(x_last, probs_last)
         # every stage's end is a frame of the path (the widget's slider steps through them)
         for at, frame in zip(stage_ends, stage_frames, strict=True):

@@ -173,11 +173,13 @@ class GCI(AttributeMethod):
         # copies that reached the target leave the computation (ActiveRows); full-batch
         # values go to the recorder, the restarts' selection and the frozen variables
         rows = ActiveRows(opt, {"a": a}, {"z0": z0r, "a0": a0r, "target": tr})
+        # the models as the loop runs them: BatchNorm folded, channels-last (cfwidgets._fused)
+        f, gen = self._loop_model(self.classifier), self._loop_model(gen)
         for step in range(cfg.steps):
             rows.update(rec)
             a, z0l, a0l, tl = rows.params["a"], rows.consts["z0"], rows.consts["a0"], rows.consts["target"]
             x_cf = gen.decode(z0l, a)
-            logits = self.classifier(x_cf)
+            logits = f(x_cf)
             cls_term = class_loss(logits, tl, cfg.loss, cfg.kappa)
             cost = spec.cost(a, a0l, w_cost)
             loss = cls_term + cfg.sparsity_weight * cost  # (L,)  eq. (1)
@@ -199,7 +201,7 @@ class GCI(AttributeMethod):
             a_last = rows.full_param("a")
             x_act = gen.decode(rows.consts["z0"], rows.params["a"])
             x_last = rows.full("x", x_act)
-            probs_last = rows.full("probs", self.classifier(x_act).softmax(-1))
+            probs_last = rows.full("probs", f(x_act).softmax(-1))
         frozen.mark(rec)
         x_out, p_out = rec.finish(x_last, probs_last)
         frozen.track(rec, a=a_last)

@@ -85,10 +85,11 @@ class Wachter(CounterfactualMethod):
         rec = Recorder(target, cfg.steps, cfg.confidence, cfg.record_every or None, callback)
         # rows that reached the target (or turned non-finite) leave the computation
         rows = ActiveRows(opt, {"x_cf": x_cf}, {"x": x, "target": target})
+        f = self._loop_model(self.classifier)  # BatchNorm folded (cfwidgets._fused)
         for step in range(cfg.steps):
             rows.update(rec)
             x_cf, x0, t = rows.params["x_cf"], rows.consts["x"], rows.consts["target"]
-            logits = self.classifier(x_cf)
+            logits = f(x_cf)
             cls_term = class_loss(logits, t, cfg.loss)
             prox = l1_distance(x_cf, x0)
             loss = cls_term + cfg.proximity_weight * prox  # (L,) active rows
@@ -103,6 +104,6 @@ class Wachter(CounterfactualMethod):
             with torch.no_grad():
                 x_cf.clamp_(0.0, 1.0)
         with torch.no_grad():
-            probs_last = rows.full("probs", self.classifier(rows.params["x_cf"]).softmax(-1))
+            probs_last = rows.full("probs", f(rows.params["x_cf"]).softmax(-1))
         x_out, p_out = rec.finish(rows.full_param("x_cf"), probs_last)
         return rec.output(x_out, p_out)
