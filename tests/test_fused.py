@@ -193,3 +193,17 @@ def test_wachter_answers_match_with_and_without_folding(digits, monkeypatch):
     with torch.no_grad():
         p = clf(fused.x_cf).softmax(-1)
     assert torch.allclose(p, fused.probs_cf, atol=1e-4)
+
+
+def test_a_method_pickles_after_a_run_and_runs_again(digits):
+    """Batch runs send methods to worker processes and Ray tasks: the loop copies it keeps
+    must not stop it from pickling, and the unpickled method makes its own."""
+    import pickle
+
+    x, y = digits
+    m = Wachter(_load("mnist/cnn"))
+    first = m.explain(x[:4], (y[:4] + 1) % 10, steps=20)
+    assert m._loop_model(m.classifier) is not m.classifier
+    twin = pickle.loads(pickle.dumps(m))
+    again = twin.explain(x[:4], (y[:4] + 1) % 10, steps=20)
+    assert torch.allclose(first.x_cf, again.x_cf, atol=1e-5)

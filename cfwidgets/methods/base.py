@@ -79,6 +79,13 @@ class CounterfactualMethod(ABC):
         self._check_devices()
         self._check_compatible()
 
+    def __getstate__(self) -> dict:
+        # the loop copies (weakly keyed, so not picklable) are remade on first use: a
+        # method pickled for a Ray task or a worker process travels without them
+        state = self.__dict__.copy()
+        state.pop("_fused_cache", None)
+        return state
+
     def _loop_model(self, model):
         """What a step loop should run for ``model`` (the classifier or a component): an
         eval-mode copy with BatchNorm folded and channels-last convolutions when that
