@@ -118,14 +118,14 @@ def _channels_last(layer: nn.Module) -> nn.Module:
     return twin
 
 
-def _rebuilt(m: nn.Module, channels_last: bool) -> nn.Module:
+def _rebuilt(m: nn.Module, channels_last: bool, fold: bool = True) -> nn.Module:
     """``m`` with each foldable (layer, BatchNorm) pair of its ``nn.Sequential`` containers
-    (adjacent entries: the one container whose data flow its order states) folded, and its
-    2-d convolutions channels-last when asked; every unchanged submodule, and every other
+    (adjacent entries: the one container whose data flow its order states) folded when
+    ``fold``, and its 2-d convolutions channels-last when ``channels_last``; every unchanged submodule, and every other
     attribute, is shared with ``m`` (a model that counts its calls in a list still does).
     ``m`` itself when nothing changes."""
     kids = dict(m._modules)
-    if isinstance(m, nn.Sequential):
+    if fold and isinstance(m, nn.Sequential):
         names = list(kids)
         for a, b in zip(names, names[1:], strict=False):
             la, lb = kids[a], kids[b]
@@ -135,7 +135,7 @@ def _rebuilt(m: nn.Module, channels_last: bool) -> nn.Module:
                     kids[a], kids[b] = fused, nn.Identity()
     for name, child in kids.items():
         if child is not None and child is m._modules[name]:
-            kids[name] = _rebuilt(child, channels_last)
+            kids[name] = _rebuilt(child, channels_last, fold)
         if channels_last and isinstance(kids[name], nn.Conv2d):
             kids[name] = _channels_last(kids[name])
     if all(kids[k] is m._modules[k] for k in kids):
@@ -159,13 +159,15 @@ def _gains(model: nn.Module, subs: list[nn.Module]) -> tuple[bool, bool]:
     return cl, pairs
 
 
-def fused_copy(model: nn.Module) -> nn.Module:
+def fused_copy(model: nn.Module, *, fold: bool = True) -> nn.Module:
     """``model`` as a step loop should run it: each BatchNorm folded into the convolution
-    or linear layer before it (within an ``nn.Sequential``) and, unless the model has
-    transposed convolutions, its 2-d convolutions' weights channels-last. The result
-    shares every unchanged submodule with ``model`` and never alters it; it is ``model``
-    itself when there is nothing to gain or the result could behave differently (see the
-    module docstring). New parameters do not require gradients."""
+    or linear layer before it (within an ``nn.Sequential``; not with ``fold=False``, for a
+    loop that watches the BatchNorm layers' inputs) and, unless the model has transposed
+    convolutions, its 2-d convolutions' weights channels-last. The result shares every
+    unchanged submodule with ``model`` (with ``fold=False``: its BatchNorm layers) and
+    never alters it; it is ``model`` itself when there is nothing to gain or the result
+    could behave differently (see the module docstring). New parameters do not require
+    gradients."""
     if not isinstance(model, nn.Module):
         return model
     subs = list(model.modules())
@@ -174,9 +176,9 @@ def fused_copy(model: nn.Module) -> nn.Module:
     if torch.nn.modules.module._global_forward_hooks or torch.nn.modules.module._global_forward_pre_hooks:
         return model
     cl, pairs = _gains(model, subs)
-    if not (cl or pairs):
+    if not (cl or (pairs and fold)):
         return model
-    return _rebuilt(model, cl)
+    return _rebuilt(model, cl, fold)
 
 
 def _signature(model: nn.Module) -> tuple:
@@ -195,18 +197,19 @@ class FusedCache:
     def __init__(self) -> None:
         self._copies: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def get(self, model):
+    def get(self, model, *, fold: bool = True):
         """The copy of ``model`` the loop should run (``model`` itself when fusion is off,
-        or has nothing to offer)."""
+        or has nothing to offer); ``fold``: as :func:`fused_copy`'s."""
         if not isinstance(model, nn.Module) or not fusion_enabled():
             return model
         sig = _signature(model)
-        held = self._copies.get(model)
-        if held is not None and held[0] == sig and not any(m.training or _hooked(m) for m in model.modules()):
-            return held[1]
-        twin = fused_copy(model)
+        held = self._copies.setdefault(model, {})
+        got = held.get(fold)
+        if got is not None and got[0] == sig and not any(m.training or _hooked(m) for m in model.modules()):
+            return got[1]
+        twin = fused_copy(model, fold=fold)
         if twin is model:  # (asked again next time: hooks and train mode come and go)
-            self._copies.pop(model, None)
+            held.pop(fold, None)
         else:
-            self._copies[model] = (sig, twin)
+            held[fold] = (sig, twin)
         return twin

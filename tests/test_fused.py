@@ -207,3 +207,27 @@ def test_a_method_pickles_after_a_run_and_runs_again(digits):
     twin = pickle.loads(pickle.dumps(m))
     again = twin.explain(x[:4], (y[:4] + 1) % 10, steps=20)
     assert torch.allclose(first.x_cf, again.x_cf, atol=1e-5)
+
+
+def test_disc_keeps_its_batchnorm_statistics_on_the_loop_copy(digits, monkeypatch):
+    """DISC's BN-statistics term hooks the classifier's BatchNorm layers: its copy keeps them
+    (channels-last convolutions only), so the term sees the same inputs as without copies."""
+    from cfwidgets.methods import DISC
+
+    x, y = digits
+    clf = _load("mnist/cnn")
+    knobs = dict(steps=12, init_fit_steps=10, stage_steps=8)
+    target = (y[:4] + 1) % 10
+    curves = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("CFWIDGETS_FUSE", flag)
+        m = DISC(clf, uncertainty=_load("mnist/duq"))
+        curves[flag] = m.explain(x[:4], target, **knobs).losses["bn"]
+        if flag == "1":
+            run = m._loop_model(clf, fold=False)
+            assert run is not clf and run.trunk[1] is clf.trunk[1]  # shared BatchNorm, copied conv
+            assert run.trunk[4].weight.is_contiguous(memory_format=torch.channels_last)
+    fit = 10  # the fit's steps carry no BN term; the first search step's must agree
+    a, b = torch.tensor(curves["0"][fit]), torch.tensor(curves["1"][fit])
+    assert float(a.abs().max()) > 0
+    assert torch.allclose(a, b, rtol=1e-3, atol=1e-5)

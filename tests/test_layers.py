@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parent.parent / "cfwidgets"
 
 #: bottom (0) to top. A module's layer is that of its first name below ``cfwidgets``.
 LAYERS: list[tuple[str, ...]] = [
-    ("_utils", "_active", "_version", "_png", "_html", "protocols", "config", "objectives", "result"),  # shared types
+    ("_utils", "_active", "_fused", "_version", "_png", "_html", "protocols", "config", "objectives", "result"),  # shared types
     ("data",),                      # offline loaders, attribute extraction
     ("models",),                    # plain nn.Modules (text generator: model + masking)
     ("metrics",),                   # every result is scored here; judges are passed in

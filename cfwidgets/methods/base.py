@@ -86,17 +86,17 @@ class CounterfactualMethod(ABC):
         state.pop("_fused_cache", None)
         return state
 
-    def _loop_model(self, model):
+    def _loop_model(self, model, *, fold: bool = True):
         """What a step loop should run for ``model`` (the classifier or a component): an
-        eval-mode copy with BatchNorm folded and channels-last convolutions when that
-        applies (:mod:`cfwidgets._fused`; the same function up to float rounding, about
-        1e-6 on the zoo's models), else ``model`` itself. Call it inside :func:`prepared`
-        (the models are in eval mode there); the copy is kept until the model's weights
-        change."""
+        eval-mode copy with BatchNorm folded (unless ``fold=False``) and channels-last
+        convolutions when that applies (:mod:`cfwidgets._fused`; the same function up to
+        float rounding, about 1e-6 on the zoo's models), else ``model`` itself. Call it
+        inside :func:`prepared` (the models are in eval mode there); the copy is kept until
+        the model's weights change."""
         cache = self.__dict__.get("_fused_cache")
         if cache is None:
             cache = self.__dict__.setdefault("_fused_cache", FusedCache())
-        return cache.get(model)
+        return cache.get(model, fold=fold)
 
     # ------------------------------------------------------------------ devices
     def modules(self) -> dict[str, nn.Module]:

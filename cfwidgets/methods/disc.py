@@ -465,8 +465,11 @@ class DISC(CounterfactualMethod):
         return prior.to(x.device)
 
     @contextlib.contextmanager
-    def _hooks(self, cfg: Any) -> Iterator[BNStatistics]:
-        stats = BNStatistics(bn_layers(self.classifier) if cfg.a_bn > 0 else [], cfg.bn_first_layer)
+    def _hooks(self, cfg: Any, model: nn.Module | None = None) -> Iterator[BNStatistics]:
+        """The BN-statistics hooks on ``model`` (default the classifier): the loop's copy
+        keeps the classifier's BatchNorm layers themselves (``fold=False``)."""
+        model = self.classifier if model is None else model
+        stats = BNStatistics(bn_layers(model) if cfg.a_bn > 0 else [], cfg.bn_first_layer)
         with stats:
             yield stats
 
@@ -498,13 +501,13 @@ class DISC(CounterfactualMethod):
         step = 0
         ended = False
         search_stages = [s for s in stages if s[0] != "fit"]
-        with self._hooks(cfg) as stats:
-            # the models as the loop runs them: BatchNorm folded, channels-last
-            # (cfwidgets._fused); the classifier stays as it is while the BN-statistics
-            # hooks watch it (a_bn > 0)
-            f = self._loop_model(self.classifier)
-            unc = self._certainty_model()
-            unc_run = None if unc is None or unc is self.classifier else self._loop_model(unc)
+        # the models as the loop runs them (cfwidgets._fused): channels-last convolutions,
+        # and BatchNorm folded except in the classifier while the BN-statistics term
+        # (a_bn > 0) hooks its BatchNorm layers, which the copy then shares with it
+        f = self._loop_model(self.classifier, fold=not cfg.a_bn > 0)
+        unc = self._certainty_model()
+        unc_run = None if unc is None or unc is self.classifier else self._loop_model(unc)
+        with self._hooks(cfg, f) as stats:
             for name, n_steps, level in stages:
                 is_fit = name == "fit"
                 frozen_full = None  # the INR's first-layer weights held outside the band
