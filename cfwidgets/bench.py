@@ -76,9 +76,8 @@ def bench_wachter(n: int = 100, steps: int = 100, device="auto", repeats: int = 
 
     dev = resolve_device(device)
     plain = zoo.load("mnist/cnn", device=dev, progress=False).eval()
-    clf = fused_copy(plain)  # what the toolkit's loop runs (the model itself with CFWIDGETS_FUSE=0)
-    if not fusion_enabled():
-        clf = plain
+    # what the toolkit's loop runs (the model itself with CFWIDGETS_FUSE=0)
+    clf = fused_copy(plain) if fusion_enabled() else plain
     x = load_mnist("test").x[:n].to(dev)
     with torch.no_grad():
         target = clf(x).topk(2, dim=1).indices[:, 1]
