@@ -55,7 +55,7 @@ class _LinearBN(nn.Module):
 
     def __init__(self, linear: nn.Linear, bn: nn.BatchNorm1d) -> None:
         super().__init__()
-        self.fused = fuse_linear_bn_eval(linear, bn)
+        self.fused = fuse_linear_bn_eval(linear, bn).requires_grad_(False)
         self.linear, self.bn = linear, bn
 
     def forward(self, x: Tensor) -> Tensor:
@@ -73,24 +73,14 @@ def _fold(layer: nn.Module, bn: nn.Module) -> nn.Module | None:
     """The fused replacement of ``layer`` followed by ``bn`` (new parameters that do not
     require gradients: a loop wants the input's gradient only), or None when they do not
     fold."""
-    fused = _fold_pair(layer, bn)
-    if fused is not None:
-        for p in fused.parameters(recurse=False):
-            p.requires_grad_(False)
-        if isinstance(fused, _LinearBN):
-            fused.fused.requires_grad_(False)
-    return fused
-
-
-def _fold_pair(layer: nn.Module, bn: nn.Module) -> nn.Module | None:
     if not _foldable(bn) or layer.training or _parametrized(layer):
         return None
     if isinstance(layer, _CONV) and bn.num_features == layer.out_channels:
-        return fuse_conv_bn_eval(layer, bn)
+        return fuse_conv_bn_eval(layer, bn).requires_grad_(False)
     if isinstance(layer, _CONV_T) and bn.num_features == layer.out_channels and layer.groups == 1:
         # (torch scales a transposed weight (in, out / groups, ...) per output channel
         # correctly only for one group)
-        return fuse_conv_bn_eval(layer, bn, transpose=True)
+        return fuse_conv_bn_eval(layer, bn, transpose=True).requires_grad_(False)
     if isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d) and bn.num_features == layer.out_features:
         return _LinearBN(layer, bn)
     return None
@@ -103,6 +93,14 @@ def _parametrized(m: nn.Module) -> bool:
 def _hooked(m: nn.Module) -> bool:
     return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
                 or getattr(m, "_backward_pre_hooks", None))
+
+
+def _run_as_given(model: nn.Module) -> bool:
+    """Whether a copy could behave differently from ``model``: a module in train mode, or a
+    hook (on a submodule, or global) watching the original's passes."""
+    return (any(m.training or _hooked(m) for m in model.modules())
+            or bool(torch.nn.modules.module._global_forward_hooks
+                    or torch.nn.modules.module._global_forward_pre_hooks))
 
 
 def _channels_last(layer: nn.Module) -> nn.Module:
@@ -121,8 +119,8 @@ def _channels_last(layer: nn.Module) -> nn.Module:
 def _rebuilt(m: nn.Module, channels_last: bool, fold: bool = True) -> nn.Module:
     """``m`` with each foldable (layer, BatchNorm) pair of its ``nn.Sequential`` containers
     (adjacent entries: the one container whose data flow its order states) folded when
-    ``fold``, and its 2-d convolutions channels-last when ``channels_last``; every unchanged submodule, and every other
-    attribute, is shared with ``m`` (a model that counts its calls in a list still does).
+    ``fold``, and its 2-d convolutions channels-last when ``channels_last``; every
+    unchanged submodule, and every other attribute, is shared with ``m`` (a model that counts its calls in a list still does).
     ``m`` itself when nothing changes."""
     kids = dict(m._modules)
     if fold and isinstance(m, nn.Sequential):
@@ -145,20 +143,6 @@ def _rebuilt(m: nn.Module, channels_last: bool, fold: bool = True) -> nn.Module:
     return twin
 
 
-def _gains(model: nn.Module, subs: list[nn.Module]) -> tuple[bool, bool]:
-    """(use channels-last, has a foldable pair)."""
-    # channels-last where it paid, measured one thread, 100 rows, forward + backward: the
-    # zoo's CNN 50 -> 35 ms (after folding), its flow 352 -> 247 ms; a model with transposed
-    # convolutions it did not help (the VAE's decoder 27.7 -> 28.8 ms, the GAN's 40.7 -> 40.2)
-    cl = (any(isinstance(m, nn.Conv2d) for m in subs)
-          and not any(isinstance(m, nn.ConvTranspose2d) for m in subs))
-    pairs = any(isinstance(seq, nn.Sequential) and any(
-        isinstance(b, _BatchNorm) and a is not None and _fold(a, b) is not None
-        for a, b in zip(list(seq._modules.values()), list(seq._modules.values())[1:], strict=False))
-        for seq in subs)
-    return cl, pairs
-
-
 def fused_copy(model: nn.Module, *, fold: bool = True) -> nn.Module:
     """``model`` as a step loop should run it: each BatchNorm folded into the convolution
     or linear layer before it (within an ``nn.Sequential``; not with ``fold=False``, for a
@@ -168,17 +152,15 @@ def fused_copy(model: nn.Module, *, fold: bool = True) -> nn.Module:
     never alters it; it is ``model`` itself when there is nothing to gain or the result
     could behave differently (see the module docstring). New parameters do not require
     gradients."""
-    if not isinstance(model, nn.Module):
+    if not isinstance(model, nn.Module) or _run_as_given(model):
         return model
+    # channels-last where it paid, measured one thread, 100 rows, forward + backward: the
+    # zoo's CNN 50 -> 35 ms (after folding), its flow 352 -> 247 ms; a model with transposed
+    # convolutions it did not help (the VAE's decoder 27.7 -> 28.8 ms, the GAN's 40.7 -> 40.2)
     subs = list(model.modules())
-    if any(m.training or _hooked(m) for m in subs):
-        return model
-    if torch.nn.modules.module._global_forward_hooks or torch.nn.modules.module._global_forward_pre_hooks:
-        return model
-    cl, pairs = _gains(model, subs)
-    if not (cl or (pairs and fold)):
-        return model
-    return _rebuilt(model, cl, fold)
+    cl = (any(isinstance(m, nn.Conv2d) for m in subs)
+          and not any(isinstance(m, nn.ConvTranspose2d) for m in subs))
+    return _rebuilt(model, cl, fold)  # (the model itself when nothing folds and cl is off)
 
 
 def _signature(model: nn.Module) -> tuple:
@@ -205,7 +187,7 @@ class FusedCache:
         sig = _signature(model)
         held = self._copies.setdefault(model, {})
         got = held.get(fold)
-        if got is not None and got[0] == sig and not any(m.training or _hooked(m) for m in model.modules()):
+        if got is not None and got[0] == sig and not _run_as_given(model):
             return got[1]
         twin = fused_copy(model, fold=fold)
         if twin is model:  # (asked again next time: hooks and train mode come and go)

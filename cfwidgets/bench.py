@@ -12,7 +12,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ._fused import fusion_enabled
+from ._fused import fused_copy, fusion_enabled
 from ._utils import resolve_device, sync
 
 __all__ = ["bench_wachter", "hand_written_wachter", "timeit"]
@@ -70,7 +70,6 @@ def bench_wachter(n: int = 100, steps: int = 100, device="auto", repeats: int = 
     models; ``batch_ratio_vs_plain`` is the toolkit against the same hand-written loop on
     the CNN as trained (what writing the loop yourself would cost)."""
     from . import zoo
-    from ._fused import fused_copy
     from .data import load_mnist
     from .methods import Wachter
 

@@ -231,3 +231,18 @@ def test_disc_keeps_its_batchnorm_statistics_on_the_loop_copy(digits, monkeypatc
     a, b = torch.tensor(curves["0"][fit]), torch.tensor(curves["1"][fit])
     assert float(a.abs().max()) > 0
     assert torch.allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_a_hook_added_after_the_copy_was_made_gets_the_model_itself():
+    """A probe registered after a first run must see the next run's passes: the kept copy
+    is not used while the model is hooked, and is used again once the hook is gone."""
+    clf = _load("mnist/cnn")
+    cache = FusedCache()
+    first = cache.get(clf)
+    assert first is not clf
+    handle = clf.trunk[4].register_forward_hook(lambda m, i, o: None)
+    try:
+        assert cache.get(clf) is clf
+    finally:
+        handle.remove()
+    assert cache.get(clf) is not clf

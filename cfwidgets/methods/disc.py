@@ -594,7 +594,6 @@ class DISC(CounterfactualMethod):
                 pos = sum(1 for s_ in rec.trajectory_steps if s_ < at)
                 rec.trajectory.insert(pos, frame)
                 rec.trajectory_steps.insert(pos, at)
-        unc = self._certainty_model()
         manifold = ("duq (classifier)" if unc is self.classifier else
                     "duq (uncertainty model)" if unc is not None else "energy stand-in")
         return rec.output(x_out, p_out, stage_steps=stage_ends, stage_names=stage_names,
